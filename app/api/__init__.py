@@ -1,0 +1,1 @@
+"""Inbound HTTP: routers and the error → status mapping."""

@@ -1,0 +1,203 @@
+"""Settings: one model, from CLI flags, environment (`INFERSIGHT_…`) and an optional YAML file.
+
+Precedence, highest first: CLI flags, environment, YAML file, defaults. Nested sections use `__`
+in the environment: `INFERSIGHT_UPSTREAM__TIMEOUT_SECONDS=5`. This module is also the
+configuration reference: every field's docstring is what README.md lists.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    InitSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from app.errors import ConfigError
+
+ProtocolName = Literal["v2", "v1", "mlflow"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class UpstreamSettings(_Section):
+    """The model server InferSight forwards to."""
+
+    url: str = "http://127.0.0.1:8080"
+    """Base URL of the model server (scheme, host, port; no path)."""
+    connect_timeout_seconds: float = Field(default=2.0, gt=0)
+    """Time allowed to open a connection; past it the client gets 502."""
+    timeout_seconds: float = Field(default=30.0, gt=0)
+    """Time allowed for the whole upstream answer; past it the client gets 504."""
+    pool_size: int = Field(default=256, ge=1)
+    """Maximum open connections to the model server."""
+    probe_interval_seconds: float = Field(default=5.0, gt=0)
+    """How often the readiness probe behind `infersight_upstream_up` runs."""
+    ready_path: str | None = None
+    """Readiness path to probe (default by protocol: `/v2/health/ready`, `/v1/models/<m>`,
+    `/ping`)."""
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("upstream.url must start with http:// or https://")
+        return value.rstrip("/")
+
+
+class ValidationSettings(_Section):
+    """Input validation against the profile."""
+
+    observe_only: bool = False
+    """Downgrade every `enforce` policy to `observe`: count and log, never reject."""
+    unknown_features: Literal["enforce", "observe"] = "observe"
+    """Policy for input columns that the profile does not know."""
+    vectorize_min_rows: int = Field(default=16, ge=1)
+    """Batches with at least this many rows are checked with numpy instead of plain Python."""
+    max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    """Requests with a larger body are answered 413 and not forwarded."""
+    max_rows: int = Field(default=100_000, ge=1)
+    """Requests with more rows are answered 413 and not forwarded."""
+
+
+class LoggingSettings(_Section):
+    """Application logs and the one-line-per-request log."""
+
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["json", "console"] = "json"
+    """`json` for machines; `console` for people at a terminal."""
+    requests: bool = True
+    """Write one `request.completed` line per request."""
+    sink: str = "stdout"
+    """`stdout`, `stderr` or a file path for request lines."""
+    queue_size: int = Field(default=10_000, ge=1)
+    """Bounded queue between the request path and the writer; overflow is counted and dropped."""
+    payload: bool = False
+    """Include input values and predictions in request lines."""
+    payload_sample_rate: float = Field(default=1.0, ge=0.0, le=1.0)
+    """With `payload`, the share of requests whose values are logged."""
+    payload_max_rows: int = Field(default=20, ge=1)
+    """With `payload`, at most this many rows per request line."""
+    redact_fields: list[str] = Field(default_factory=list)
+    """Input fields whose values are replaced by `[redacted]` in payload logs."""
+
+
+class AuthSettings(_Section):
+    """Bearer tokens for the routes that need them."""
+
+    admin_token: SecretStr | None = None
+    """Enables `/admin/*` (disabled when unset)."""
+    feedback_token: SecretStr | None = None
+    """When set, `/feedback` requires it."""
+    metrics_token: SecretStr | None = None
+    """When set, `/metrics` requires it."""
+
+
+class MetricsSettings(_Section):
+    """Prometheus exposition."""
+
+    memory_limit_bytes: int | None = None
+    """Memory limit reported as `infersight_memory_limit_bytes` (default: read from the cgroup)."""
+
+
+class Settings(BaseSettings):
+    """Everything `infersight serve` can be told."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="INFERSIGHT_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    host: str = "127.0.0.1"
+    """Address to listen on (the container sets 0.0.0.0)."""
+    port: int = Field(default=8090, ge=0, le=65535)
+    protocol: ProtocolName = "v2"
+    """Wire protocol of the model server: v2 (Open Inference / KServe V2), v1 (TF Serving /
+    KServe V1) or mlflow."""
+    profiles: list[str] = Field(default_factory=list)
+    """Profiles as `PATH` (keyed by the profile's model name) or `NAME=PATH`."""
+    config: str | None = None
+    """YAML file with any of these settings (set by `--config`)."""
+    upstream: UpstreamSettings = UpstreamSettings()
+    validation: ValidationSettings = ValidationSettings()
+    logging: LoggingSettings = LoggingSettings()
+    auth: AuthSettings = AuthSettings()
+    metrics: MetricsSettings = MetricsSettings()
+
+    @field_validator("profiles", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [p for p in value.split(",") if p]
+        return value
+
+    def profile_paths(self) -> list[tuple[str | None, Path]]:
+        """Profiles as (explicit name or None, path)."""
+        out: list[tuple[str | None, Path]] = []
+        for item in self.profiles:
+            name, sep, path = item.partition("=")
+            out.append((name, Path(path)) if sep else (None, Path(item)))
+        return out
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = _YAML_PATH.get("path")
+        if path is not None:
+            sources.append(InitSettingsSource(settings_cls, init_kwargs=_read_yaml(path)))
+        return tuple(sources)
+
+
+_YAML_PATH: dict[str, Path | None] = {"path": None}
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    return data
+
+
+def load_settings(config: str | Path | None = None, **overrides: Any) -> Settings:
+    """Build settings from flags (`overrides`), environment and an optional YAML file.
+
+    Raises:
+        ConfigError: naming the setting that is wrong.
+    """
+    import os
+
+    if config is None:
+        config = os.environ.get("INFERSIGHT_CONFIG")
+    _YAML_PATH["path"] = Path(config) if config else None
+    try:
+        settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        raise ConfigError(f"setting '{loc}': {err['msg']}") from None
+    finally:
+        _YAML_PATH["path"] = None
+    if config:
+        settings = settings.model_copy(update={"config": str(config)})
+    return settings

@@ -1,0 +1,1 @@
+"""The embedded demo: synthetic data, a model, a model server and traffic scenarios."""

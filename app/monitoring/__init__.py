@@ -1,0 +1,1 @@
+"""The pure core: profile, validator, statistics. numpy/scipy/pydantic/stdlib only."""

@@ -1,0 +1,355 @@
+"""Per-feature checks compiled from the profile: classify each value into a bin and a violation.
+
+Each check has two paths with identical results: plain Python (cheapest for a handful of rows)
+and a vectorised one (numpy, or C-level counting) for batches. `tests/unit/monitoring` property-
+tests that they agree.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from app.monitoring.profile import (
+    MISSING_BIN,
+    OTHER_BIN,
+    UNSEEN_BIN,
+    BooleanFeature,
+    CategoricalFeature,
+    Feature,
+    NumericFeature,
+    PolicyMap,
+    TextFeature,
+    ViolationKind,
+)
+from app.monitoring.values import boolean_value, category_key, is_missing, tokens
+
+_NUMBER_TYPES = frozenset({int, float})
+
+
+@dataclass(slots=True)
+class ColumnResult:
+    """What one column of one batch held, for one feature."""
+
+    bin_counts: list[int]
+    violations: dict[ViolationKind, list[int]] = field(default_factory=dict)
+    """Violation kind → the rows that have it (all rows, uncapped)."""
+    clean: list[float] | None = None
+    """Numeric features: the finite values, for windows and prediction statistics."""
+
+    def add(self, kind: ViolationKind, row: int) -> None:
+        rows = self.violations.get(kind)
+        if rows is None:
+            self.violations[kind] = [row]
+        else:
+            rows.append(row)
+
+
+class FeatureCheck:
+    """Base of the compiled checks. `bin_labels` is fixed at compile time (bounded cardinality)."""
+
+    name: str
+    kind: str
+    required: bool
+    policy: PolicyMap
+    bin_labels: list[str]
+    reference_ratios: list[float]
+    missing_bin: int
+    unseen_bin: int
+
+    def check(self, values: list[Any], vectorize: bool) -> ColumnResult:
+        """Classify every value of a column (`vectorize` picks the batch path)."""
+        if vectorize:
+            return self.check_vectorized(values)
+        return self.check_python(values)
+
+    def check_python(self, values: list[Any]) -> ColumnResult:
+        raise NotImplementedError
+
+    def check_vectorized(self, values: list[Any]) -> ColumnResult:
+        raise NotImplementedError
+
+    def absent(self, n_rows: int) -> ColumnResult:
+        """The column is not in the request at all: every row is missing."""
+        counts = [0] * len(self.bin_labels)
+        counts[self.missing_bin] = n_rows
+        result = ColumnResult(counts)
+        if self.required and n_rows:
+            result.violations["missing"] = list(range(n_rows))
+        return result
+
+    def value_of_bin(self, label: str) -> float:
+        """The reference share of a bin label (0 for unknown labels)."""
+        try:
+            return self.reference_ratios[self.bin_labels.index(label)]
+        except ValueError:
+            return 0.0
+
+
+def _index_bins(n_value_bins: int) -> list[str]:
+    width = max(2, len(str(n_value_bins - 1)))
+    return [str(i).zfill(width) for i in range(n_value_bins)]
+
+
+class NumericCheck(FeatureCheck):
+    """Numbers: missing, wrong_type (bools, strings, lists), non_finite, out_of_range."""
+
+    def __init__(self, feature: NumericFeature) -> None:
+        self.name = feature.name
+        self.kind = "numeric"
+        self.required = feature.required
+        self.policy = feature.policy
+        self.edges = list(feature.bin_edges)
+        self._edges_np = np.asarray(self.edges, dtype=np.float64)
+        slack = feature.range_tolerance * (feature.max - feature.min)
+        self.low = feature.min - slack
+        self.high = feature.max + slack
+        n_value_bins = len(self.edges) + 1
+        self.bin_labels = [*_index_bins(n_value_bins), MISSING_BIN, UNSEEN_BIN]
+        present = 1.0 - feature.missing_ratio
+        self.reference_ratios = [r * present for r in feature.bin_ratios] + [
+            feature.missing_ratio,
+            0.0,
+        ]
+        self.missing_bin = n_value_bins
+        self.unseen_bin = n_value_bins + 1
+
+    def check_python(self, values: list[Any]) -> ColumnResult:
+        counts = [0] * len(self.bin_labels)
+        result = ColumnResult(counts, clean=[])
+        clean = result.clean
+        assert clean is not None
+        edges, low, high = self.edges, self.low, self.high
+        for row, v in enumerate(values):
+            t = type(v)
+            if t is float or t is int:
+                try:
+                    x = float(v)
+                except OverflowError:  # an int too large for a float64
+                    x = math.inf
+                if not math.isfinite(x):
+                    counts[self.unseen_bin] += 1
+                    result.add("non_finite", row)
+                    continue
+                counts[bisect_left(edges, x)] += 1
+                if x < low or x > high:
+                    result.add("out_of_range", row)
+                clean.append(x)
+            elif v is None:
+                counts[self.missing_bin] += 1
+                if self.required:
+                    result.add("missing", row)
+            else:
+                counts[self.unseen_bin] += 1
+                result.add("wrong_type", row)
+        return result
+
+    def check_vectorized(self, values: list[Any]) -> ColumnResult:
+        types = set(map(type, values))
+        if not types <= _NUMBER_TYPES:
+            return self.check_python(values)
+        try:
+            arr = np.asarray(values, dtype=np.float64)
+        except OverflowError:
+            return self.check_python(values)
+        counts = [0] * len(self.bin_labels)
+        result = ColumnResult(counts)
+        finite = np.isfinite(arr)
+        if not finite.all():
+            bad = np.flatnonzero(~finite)
+            result.violations["non_finite"] = bad.tolist()
+            counts[self.unseen_bin] = int(bad.size)
+            arr_ok = arr[finite]
+        else:
+            arr_ok = arr
+        bins = np.searchsorted(self._edges_np, arr_ok, side="left")
+        n_value_bins = len(self.edges) + 1
+        for i, c in enumerate(np.bincount(bins, minlength=n_value_bins).tolist()):
+            counts[i] = c
+        oor = finite & ((arr < self.low) | (arr > self.high))
+        if oor.any():
+            result.violations["out_of_range"] = np.flatnonzero(oor).tolist()
+        result.clean = arr_ok.tolist()
+        return result
+
+
+class CategoricalCheck(FeatureCheck):
+    """Categories: top-K bins, `__other__` for rarer training values, `__unseen__` for new ones."""
+
+    def __init__(self, feature: CategoricalFeature) -> None:
+        self.name = feature.name
+        self.kind = "categorical"
+        self.required = feature.required
+        self.policy = feature.policy
+        top = list(feature.categories)
+        self.bin_labels = [*top, OTHER_BIN, UNSEEN_BIN, MISSING_BIN]
+        present = 1.0 - feature.missing_ratio
+        self.reference_ratios = [feature.categories[c] * present for c in top] + [
+            feature.other_ratio * present,
+            0.0,
+            feature.missing_ratio,
+        ]
+        self.other_bin = len(top)
+        self.unseen_bin = len(top) + 1
+        self.missing_bin = len(top) + 2
+        self.flag_unseen = feature.domain_complete
+        # key → bin index for every known value; unseen keys are looked up once per batch.
+        self.lookup: dict[str, int] = dict.fromkeys(feature.domain, self.other_bin)
+        for i, c in enumerate(top):
+            self.lookup[c] = i
+
+    def _classify_key(self, key: str) -> tuple[int, bool]:
+        b = self.lookup.get(key)
+        if b is not None:
+            return b, False
+        if self.flag_unseen:
+            return self.unseen_bin, True
+        return self.other_bin, False
+
+    def check_python(self, values: list[Any]) -> ColumnResult:
+        counts = [0] * len(self.bin_labels)
+        result = ColumnResult(counts)
+        for row, v in enumerate(values):
+            if is_missing(v):
+                counts[self.missing_bin] += 1
+                if self.required:
+                    result.add("missing", row)
+                continue
+            key = category_key(v)
+            if key is None:
+                counts[self.unseen_bin] += 1
+                result.add("wrong_type", row)
+                continue
+            b, unseen = self._classify_key(key)
+            counts[b] += 1
+            if unseen:
+                result.add("unknown_category", row)
+        return result
+
+    def check_vectorized(self, values: list[Any]) -> ColumnResult:
+        # Count distinct (type, value) pairs in C — the type keeps True, 1 and 1.0 apart —
+        # classify each distinct value once, then find rows only for the (rare) violations.
+        pairs = list(zip(map(type, values), values, strict=True))
+        try:
+            tally = Counter(pairs)
+        except TypeError:  # unhashable values (lists, dicts): the row-by-row path names them
+            return self.check_python(values)
+        counts = [0] * len(self.bin_labels)
+        result = ColumnResult(counts)
+        bad: dict[tuple[type, Any], ViolationKind] = {}
+        for pair, n in tally.items():
+            v = pair[1]
+            if is_missing(v):
+                counts[self.missing_bin] += n
+                if self.required:
+                    bad[pair] = "missing"
+                continue
+            key = category_key(v)
+            if key is None:
+                counts[self.unseen_bin] += n
+                bad[pair] = "wrong_type"
+                continue
+            b, unseen = self._classify_key(key)
+            counts[b] += n
+            if unseen:
+                bad[pair] = "unknown_category"
+        for row, pair in enumerate(pairs) if bad else ():
+            kind = bad.get(pair)
+            if kind is not None:
+                result.add(kind, row)
+        return result
+
+
+class BooleanCheck(FeatureCheck):
+    """Booleans: true/false (and 0/1, 'yes'/'no'); anything else is `wrong_type`."""
+
+    def __init__(self, feature: BooleanFeature) -> None:
+        self.name = feature.name
+        self.kind = "boolean"
+        self.required = feature.required
+        self.policy = feature.policy
+        self.bin_labels = ["false", "true", UNSEEN_BIN, MISSING_BIN]
+        present = 1.0 - feature.missing_ratio
+        self.reference_ratios = [
+            (1.0 - feature.true_ratio) * present,
+            feature.true_ratio * present,
+            0.0,
+            feature.missing_ratio,
+        ]
+        self.unseen_bin = 2
+        self.missing_bin = 3
+
+    def check_python(self, values: list[Any]) -> ColumnResult:
+        counts = [0, 0, 0, 0]
+        result = ColumnResult(counts)
+        for row, v in enumerate(values):
+            if is_missing(v):
+                counts[3] += 1
+                if self.required:
+                    result.add("missing", row)
+                continue
+            b = boolean_value(v)
+            if b is None:
+                counts[2] += 1
+                result.add("wrong_type", row)
+            else:
+                counts[1 if b else 0] += 1
+        return result
+
+    def check_vectorized(self, values: list[Any]) -> ColumnResult:
+        return self.check_python(values)
+
+
+class TextCheck(FeatureCheck):
+    """Free text: binned by token count; non-strings are `wrong_type`."""
+
+    def __init__(self, feature: TextFeature) -> None:
+        self.name = feature.name
+        self.kind = "text"
+        self.required = feature.required
+        self.policy = feature.policy
+        self.edges = list(feature.bin_edges)
+        n_value_bins = len(self.edges) + 1
+        self.bin_labels = [*_index_bins(n_value_bins), MISSING_BIN, UNSEEN_BIN]
+        present = 1.0 - feature.missing_ratio
+        self.reference_ratios = [r * present for r in feature.bin_ratios] + [
+            feature.missing_ratio,
+            0.0,
+        ]
+        self.missing_bin = n_value_bins
+        self.unseen_bin = n_value_bins + 1
+        self.vocabulary = frozenset(feature.vocabulary)
+
+    def check_python(self, values: list[Any]) -> ColumnResult:
+        counts = [0] * len(self.bin_labels)
+        result = ColumnResult(counts)
+        for row, v in enumerate(values):
+            if type(v) is str:
+                counts[bisect_left(self.edges, len(tokens(v)))] += 1
+            elif is_missing(v):
+                counts[self.missing_bin] += 1
+                if self.required:
+                    result.add("missing", row)
+            else:
+                counts[self.unseen_bin] += 1
+                result.add("wrong_type", row)
+        return result
+
+    def check_vectorized(self, values: list[Any]) -> ColumnResult:
+        return self.check_python(values)
+
+
+def compile_feature(feature: Feature) -> FeatureCheck:
+    """Build the hot-path check for one profile feature."""
+    if isinstance(feature, NumericFeature):
+        return NumericCheck(feature)
+    if isinstance(feature, CategoricalFeature):
+        return CategoricalCheck(feature)
+    if isinstance(feature, BooleanFeature):
+        return BooleanCheck(feature)
+    return TextCheck(feature)

@@ -1,0 +1,1 @@
+"""Wire protocols: request and response bytes ⇄ columnar batches (pure)."""

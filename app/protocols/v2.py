@@ -1,0 +1,203 @@
+"""Open Inference Protocol / KServe V2, JSON tensors.
+
+Requests carry either one tensor per feature (by name, shape [n] or [n, 1]) or a single 2-D
+tensor [n, F] whose columns follow the profile's feature order. Tensors not named after a
+feature are kept as unknown columns (one value per row, or a list when a row holds several).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from app.errors import DecodeError
+from app.monitoring.batch import Batch, Predictions
+from app.protocols.json_body import loads, require_object
+
+NAME = "v2"
+
+DATATYPES = frozenset(
+    {
+        "BOOL",
+        "UINT8",
+        "UINT16",
+        "UINT32",
+        "UINT64",
+        "INT8",
+        "INT16",
+        "INT32",
+        "INT64",
+        "FP16",
+        "FP32",
+        "FP64",
+        "BYTES",
+    }
+)
+
+
+def _flatten(data: Any, where: str) -> list[Any]:
+    if not isinstance(data, list):
+        return [data]
+    if not any(isinstance(x, list) for x in data):
+        return data
+    out: list[Any] = []
+    stack: list[Any] = [iter(data)]
+    depth_limit = 32
+    while stack:
+        try:
+            item = next(stack[-1])
+        except StopIteration:
+            stack.pop()
+            continue
+        if isinstance(item, list):
+            if len(stack) >= depth_limit:
+                raise DecodeError(f"{where}: 'data' is nested deeper than {depth_limit} levels")
+            stack.append(iter(item))
+        else:
+            out.append(item)
+    return out
+
+
+class Tensor:
+    """One decoded input or output tensor."""
+
+    __slots__ = ("datatype", "flat", "name", "shape")
+
+    def __init__(self, name: str, shape: list[int], datatype: str, flat: list[Any]) -> None:
+        self.name = name
+        self.shape = shape
+        self.datatype = datatype
+        self.flat = flat
+
+    @property
+    def rows(self) -> int:
+        return self.shape[0] if self.shape else 1
+
+    @property
+    def per_row(self) -> int:
+        return math.prod(self.shape[1:]) if len(self.shape) > 1 else 1
+
+    def column(self, j: int = 0) -> list[Any]:
+        """Values of column j of a 2-D view [rows, per_row]."""
+        width = self.per_row
+        if width == 1:
+            return self.flat
+        return self.flat[j::width]
+
+    def row_values(self) -> list[Any]:
+        """One value per row: the scalar, or the row's list when it holds several."""
+        width = self.per_row
+        if width == 1:
+            return self.flat
+        return [self.flat[i * width : (i + 1) * width] for i in range(self.rows)]
+
+
+def parse_tensor(raw: Any, where: str) -> Tensor:
+    """Validate one tensor object of a request or response."""
+    if not isinstance(raw, dict):
+        raise DecodeError(f"{where} must be an object")
+    name = raw.get("name")
+    if not isinstance(name, str) or not name:
+        raise DecodeError(f"{where} needs a non-empty string 'name'")
+    where = f"{where} '{name}'"
+    shape = raw.get("shape")
+    if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
+        raise DecodeError(f"{where}: 'shape' must be a list of non-negative integers")
+    datatype = raw.get("datatype")
+    if datatype not in DATATYPES:
+        raise DecodeError(f"{where}: unknown datatype {datatype!r}")
+    if "data" not in raw:
+        raise DecodeError(f"{where} has no 'data' (binary tensor data is not supported here)")
+    flat = _flatten(raw["data"], where)
+    expected = math.prod(shape)
+    if len(flat) != expected:
+        raise DecodeError(
+            f"{where}: shape {shape} needs {expected} values but 'data' holds {len(flat)}"
+        )
+    return Tensor(name, shape, datatype, flat)
+
+
+def decode_request(body: bytes, feature_order: list[str]) -> Batch:
+    """Decode an inference request into columns.
+
+    Raises:
+        DecodeError: the body is not a V2 inference request, or its tensors disagree.
+    """
+    doc = require_object(loads(body))
+    inputs = doc.get("inputs")
+    if not isinstance(inputs, list) or not inputs:
+        raise DecodeError("body needs a non-empty 'inputs' list")
+    tensors = [parse_tensor(t, f"inputs[{i}]") for i, t in enumerate(inputs)]
+    names = [t.name for t in tensors]
+    if len(set(names)) != len(names):
+        dup = next(n for n in names if names.count(n) > 1)
+        raise DecodeError(f"input '{dup}' appears more than once")
+    features = set(feature_order)
+    if len(tensors) == 1 and tensors[0].name not in features:
+        return _from_matrix(tensors[0], feature_order)
+    n = tensors[0].rows
+    columns: dict[str, list[Any]] = {}
+    for t in tensors:
+        if t.rows != n:
+            raise DecodeError(
+                f"input '{t.name}' has {t.rows} rows but input '{tensors[0].name}' has {n}"
+            )
+        if t.name in features:
+            if t.per_row != 1:
+                raise DecodeError(
+                    f"input '{t.name}' has shape {t.shape}; a feature tensor must be [n] or [n, 1]"
+                )
+            columns[t.name] = t.flat
+        else:
+            columns[t.name] = t.row_values()
+    return Batch(n, columns, source="v2:tensor-per-feature")
+
+
+def _from_matrix(t: Tensor, feature_order: list[str]) -> Batch:
+    width = len(feature_order)
+    if len(t.shape) == 1 and width == 1:
+        return Batch(t.rows, {feature_order[0]: t.flat}, source="v2:single-feature")
+    if len(t.shape) != 2 or t.shape[1] != width:
+        raise DecodeError(
+            f"input '{t.name}' is not a feature name, so it must be a 2-D tensor [n, {width}] "
+            f"with columns in the profile's feature order; its shape is {t.shape}"
+        )
+    columns = {name: t.column(j) for j, name in enumerate(feature_order)}
+    return Batch(t.rows, columns, source="v2:matrix")
+
+
+def decode_response(body: bytes, output_name: str | None, column: int | None) -> Predictions:
+    """Decode an inference response and pick the monitored output.
+
+    Raises:
+        DecodeError: the body is not a V2 inference response or lacks the output.
+    """
+    doc = require_object(loads(body), "response")
+    outputs = doc.get("outputs")
+    if not isinstance(outputs, list) or not outputs:
+        raise DecodeError("response has no 'outputs'")
+    chosen = None
+    for i, raw in enumerate(outputs):
+        if not isinstance(raw, dict):
+            raise DecodeError(f"outputs[{i}] must be an object")
+        if output_name is None or raw.get("name") == output_name:
+            chosen = parse_tensor(raw, f"outputs[{i}]")
+            break
+    if chosen is None:
+        raise DecodeError(f"response has no output named '{output_name}'")
+    values = chosen.column(_column_index(chosen.per_row, column))
+    version = doc.get("model_version")
+    return Predictions(
+        values=values,
+        output_name=chosen.name,
+        model_version=str(version) if version is not None else None,
+    )
+
+
+def _column_index(width: int, column: int | None) -> int:
+    if width == 1:
+        return 0
+    idx = column if column is not None else width - 1
+    if not -width <= idx < width:
+        raise DecodeError(f"output column {idx} is outside its {width} columns")
+    return idx % width

@@ -1,0 +1,1 @@
+"""Prometheus metrics, structlog configuration and the request-log queue."""
