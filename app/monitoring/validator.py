@@ -153,4 +153,3 @@ class Validator:
         enforced.sort(key=lambda v: (v.row is not None, v.row or 0))
         report.details = (enforced + observed)[:MAX_DETAILS]
         return report
-

@@ -1,0 +1,60 @@
+"""The one place where InferSight errors become HTTP status codes and JSON bodies."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.responses import Response
+
+from app.errors import (
+    AuthError,
+    DecodeError,
+    InferSightError,
+    PayloadTooLarge,
+    RequestError,
+    UpstreamBadResponse,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+    ValidationFailed,
+)
+
+_STATUS: list[tuple[type[InferSightError], int]] = [
+    (DecodeError, 400),
+    (PayloadTooLarge, 413),
+    (ValidationFailed, 422),
+    (RequestError, 400),
+    (AuthError, 401),
+    (UpstreamTimeout, 504),
+    (UpstreamUnavailable, 502),
+    (UpstreamBadResponse, 502),
+]
+
+
+def status_for(exc: InferSightError) -> int:
+    """The HTTP status of an InferSight error (500 only for errors that should not happen)."""
+    for cls, status in _STATUS:
+        if isinstance(exc, cls):
+            return status
+    return 500
+
+
+def error_body(error_type: str, message: str, details: list[dict[str, Any]] | None = None) -> bytes:
+    """`{"error": {"type", "message", "details"}}` as JSON bytes."""
+    return orjson.dumps(
+        {"error": {"type": error_type, "message": message, "details": details or []}},
+        default=repr,
+    )
+
+
+def error_response(exc: InferSightError, headers: dict[str, str] | None = None) -> Response:
+    """The JSON error response for an InferSight error."""
+    extra = dict(headers or {})
+    if isinstance(exc, AuthError):
+        extra["www-authenticate"] = "Bearer"
+    return Response(
+        error_body(exc.type_name, exc.message, exc.details),
+        status_code=status_for(exc),
+        media_type="application/json",
+        headers=extra,
+    )

@@ -1,0 +1,75 @@
+"""Which profile, validator, counters and metric children serve a request for a model name."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from app.monitoring.profile import OTHER_BIN, Profile
+from app.monitoring.serving_stats import ModelStats
+from app.monitoring.validator import Validator
+from app.telemetry.metrics import Metrics, ModelMetrics
+
+
+@dataclass(slots=True)
+class MonitoredModel:
+    """Everything the hot path needs for one model; `validator` is None for unprofiled models."""
+
+    name: str
+    """The metric label: the profile's key, or `__other__`."""
+    profile: Profile | None
+    validator: Validator | None
+    stats: ModelStats | None
+    metrics: ModelMetrics
+
+    @property
+    def feature_order(self) -> list[str]:
+        return self.profile.feature_names if self.profile else []
+
+
+class ModelRouter:
+    """Maps the model named in a request to its `MonitoredModel` (unknown names → `__other__`)."""
+
+    def __init__(
+        self,
+        profiles: dict[str, Profile],
+        metrics: Metrics,
+        protocol: str,
+        validator_options: dict[str, object] | None = None,
+    ) -> None:
+        opts = validator_options or {}
+        self.models: dict[str, MonitoredModel] = {}
+        for name, profile in profiles.items():
+            validator = Validator(profile, **opts)  # type: ignore[arg-type]
+            self.models[name] = MonitoredModel(
+                name=name,
+                profile=profile,
+                validator=validator,
+                stats=ModelStats(profile, validator.checks),
+                metrics=ModelMetrics(metrics, name, protocol),
+            )
+            trained = profile.model.trained_at
+            if trained is not None:
+                metrics.model_trained.labels(name).set(trained.timestamp())
+            metrics.profile_created.labels(name).set(profile.created_at.timestamp())
+            metrics.model_info.labels(
+                name, profile.model.version or "unknown", profile.content_hash()
+            ).set(1)
+        self.other = MonitoredModel(
+            OTHER_BIN, None, None, None, ModelMetrics(metrics, OTHER_BIN, protocol)
+        )
+        # With one profile and a protocol without model names (MLflow), every request is it.
+        self.default = next(iter(self.models.values())) if len(self.models) == 1 else None
+
+    def resolve(self, name: str | None) -> MonitoredModel:
+        """The monitored model for a name from the URL (None: the protocol names no model)."""
+        if name is None:
+            return self.default or self.other
+        return self.models.get(name, self.other)
+
+    def stats(self) -> dict[str, ModelStats]:
+        """Counters by model label, for the scrape-time collector."""
+        return {m.name: m.stats for m in self.models.values() if m.stats is not None}
+
+    def names(self) -> Iterable[str]:
+        return self.models.keys()

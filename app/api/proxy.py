@@ -1,0 +1,299 @@
+"""The hot path: decode, validate, forward the original bytes, observe the answer, log.
+
+Served as plain Starlette routes (cheaper than FastAPI's request handling); the codecs decode
+the body themselves.
+"""
+
+from __future__ import annotations
+
+import gzip
+import time
+import uuid
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from multidict import CIMultiDict
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from app.api.errors import error_response
+from app.api.models import ModelRouter, MonitoredModel
+from app.errors import (
+    DecodeError,
+    InferSightError,
+    PayloadTooLarge,
+    RequestError,
+    UpstreamError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+    ValidationFailed,
+)
+from app.monitoring.batch import Batch, Predictions
+from app.monitoring.validator import BatchReport
+from app.protocols.codecs import Codec
+from app.telemetry.metrics import status_class
+from app.telemetry.request_log import RequestLog
+from app.upstream.client import UpstreamClient, UpstreamResponse, forwardable
+
+log = structlog.get_logger("infersight.proxy")
+
+REQUEST_ID = "x-request-id"
+
+
+@dataclass(slots=True)
+class ProxyLimits:
+    max_body_bytes: int
+    max_rows: int
+
+
+def trace_id(traceparent: str | None) -> str | None:
+    """The trace id of a W3C `traceparent` header (`00-<32 hex>-<16 hex>-<2 hex>`)."""
+    if not traceparent:
+        return None
+    parts = traceparent.strip().split("-")
+    if len(parts) >= 4 and len(parts[1]) == 32:
+        return parts[1]
+    return None
+
+
+def _inflate(body: bytes, encoding: str, limit: int) -> bytes:
+    wbits = 16 + zlib.MAX_WBITS if encoding == "gzip" else zlib.MAX_WBITS
+    d = zlib.decompressobj(wbits)
+    out = d.decompress(body, limit + 1)
+    if len(out) > limit:
+        raise PayloadTooLarge(f"decompressed body is larger than {limit} bytes")
+    return out
+
+
+class Proxy:
+    """The inference handler shared by every protocol."""
+
+    def __init__(
+        self,
+        codec: Codec,
+        router: ModelRouter,
+        upstream: UpstreamClient,
+        request_log: RequestLog,
+        limits: ProxyLimits,
+    ) -> None:
+        self.codec = codec
+        self.router = router
+        self.upstream = upstream
+        self.request_log = request_log
+        self.limits = limits
+
+    async def _read_body(self, request: Request) -> bytes:
+        limit = self.limits.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise PayloadTooLarge(f"body of {declared} bytes is over the {limit}-byte limit")
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"body is over the {limit}-byte limit")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def handle(
+        self, request: Request, model_name: str | None, version: str | None
+    ) -> Response:
+        """Serve one inference request."""
+        start = time.perf_counter()
+        headers = request.headers
+        request_id = headers.get(REQUEST_ID) or uuid.uuid4().hex
+        model = self.router.resolve(model_name)
+        batch: Batch | None = None
+        report: BatchReport | None = None
+        predictions: Predictions | None = None
+        upstream_ms: float | None = None
+        reason: str | None = None
+        error_type: str | None = None
+        try:
+            body = await self._read_body(request)
+            if model.validator is not None:
+                batch, report = self._check(model, body, headers)
+                if report.rejected:
+                    raise ValidationFailed(
+                        _summary(report), [v.as_detail() for v in report.details]
+                    )
+            response, upstream_ms, predictions = await self._forward(
+                model, request, body, request_id
+            )
+        except RequestError as exc:
+            reason = (
+                "enforce"
+                if isinstance(exc, ValidationFailed)
+                else "too_large"
+                if isinstance(exc, PayloadTooLarge)
+                else "decode"
+            )
+            model.metrics.rejected[reason].inc()
+            if batch is not None:
+                model.metrics.rejected_rows.inc(batch.n_rows)
+            error_type = exc.type_name
+            response = error_response(exc, {REQUEST_ID: request_id})
+        except UpstreamError as exc:
+            error_type = exc.type_name
+            response = error_response(exc, {REQUEST_ID: request_id})
+        elapsed = time.perf_counter() - start
+        status = response.status_code
+        model.metrics.requests[status_class(status)].inc()
+        model.metrics.duration.observe(elapsed)
+        log_payload = self.request_log.enabled and self.request_log.wants_payload()
+        self.request_log.submit(
+            {
+                "time": time.time(),
+                "request_id": request_id,
+                "trace_id": trace_id(headers.get("traceparent")),
+                "model": model.name,
+                "model_version": (predictions.model_version if predictions else None)
+                or version
+                or (model.profile.model.version if model.profile else None),
+                "protocol": self.codec.name,
+                "status": status,
+                "n_rows": batch.n_rows if batch is not None else None,
+                "latency_ms": round(elapsed * 1000, 3),
+                "upstream_ms": upstream_ms,
+                "violations": report.counts_by_kind() if report and report.n_violations else {},
+                "rejected": reason,
+                "error": error_type,
+                "prediction_values": predictions.values if predictions else None,
+                "payload": log_payload,
+                "batch": batch if log_payload else None,
+            }
+        )
+        return response
+
+    def _check(self, model: MonitoredModel, body: bytes, headers: Any) -> tuple[Batch, BatchReport]:
+        assert model.validator is not None
+        assert model.stats is not None
+        encoding = (headers.get("content-encoding") or "").lower()
+        raw = body
+        if encoding in ("gzip", "deflate"):
+            try:
+                raw = _inflate(body, encoding, self.limits.max_body_bytes)
+            except zlib.error as exc:
+                raise DecodeError(f"body is not valid {encoding}: {exc}") from None
+        batch = self.codec.decode_request(
+            raw, model.feature_order, headers.get("content-type") or ""
+        )
+        if batch.n_rows > self.limits.max_rows:
+            batch.columns = {}
+            raise PayloadTooLarge(
+                f"request has {batch.n_rows} rows; the limit is {self.limits.max_rows}"
+            )
+        report = model.validator.validate(batch)
+        model.stats.observe_inputs(report)
+        model.metrics.rows.inc(batch.n_rows)
+        return batch, report
+
+    async def _forward(
+        self, model: MonitoredModel, request: Request, body: bytes, request_id: str
+    ) -> tuple[Response, float, Predictions | None]:
+        fwd: CIMultiDict[str] = forwardable(request.headers.items())
+        if REQUEST_ID not in fwd:
+            fwd[REQUEST_ID] = request_id
+        path_qs = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        t0 = time.perf_counter()
+        try:
+            answer = await self.upstream.request(request.method, path_qs, fwd, body)
+        except UpstreamTimeout:
+            model.metrics.upstream["timeout"].observe(time.perf_counter() - t0)
+            raise
+        except UpstreamUnavailable:
+            model.metrics.upstream["unavailable"].observe(time.perf_counter() - t0)
+            raise
+        except UpstreamError:
+            model.metrics.upstream["bad_response"].observe(time.perf_counter() - t0)
+            raise
+        waited = time.perf_counter() - t0
+        ok = 200 <= answer.status < 300
+        model.metrics.upstream["ok" if ok else "error_status"].observe(waited)
+        predictions = self._observe(model, answer) if ok and model.stats is not None else None
+        return relay(answer, request_id), round(waited * 1000, 3), predictions
+
+    def _observe(self, model: MonitoredModel, answer: UpstreamResponse) -> Predictions | None:
+        stats = model.stats
+        assert stats is not None
+        pred = stats.prediction
+        body = answer.body
+        try:
+            if answer.content_encoding in ("gzip", "deflate"):
+                body = _inflate(body, answer.content_encoding, 256 * 1024 * 1024)
+            out_name = pred.profile.output_name if pred else None
+            column = pred.profile.column if pred else None
+            predictions = self.codec.decode_response(body, out_name, column)
+        except (InferSightError, zlib.error, gzip.BadGzipFile) as exc:
+            log.warning("response.undecodable", model=model.name, error=str(exc)[:200])
+            return None
+        if pred is not None:
+            bad = pred.observe(predictions.values)
+            if bad:
+                model.metrics.non_finite.inc(bad)
+        return predictions
+
+
+def _summary(report: BatchReport) -> str:
+    enforced = [v for v in report.details if v.policy == "enforce"]
+    rows = {v.row for v in enforced}
+    first = enforced[0]
+    where = f"row {first.row}" if first.row is not None else "all rows"
+    return (
+        f"{len(enforced)} enforced violation(s) in {len(rows)} row(s); first: {where}, "
+        f"feature '{first.feature}': {first.kind}"
+    )
+
+
+async def passthrough(request: Request, upstream: UpstreamClient) -> Response:
+    """Forward any other request unchanged (health, metadata, …) without monitoring it."""
+    request_id = request.headers.get(REQUEST_ID) or uuid.uuid4().hex
+    body = await request.body()
+    fwd = forwardable(request.headers.items())
+    path_qs = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    try:
+        answer = await upstream.request(request.method, path_qs, fwd, body or None)
+    except UpstreamError as exc:
+        return error_response(exc, {REQUEST_ID: request_id})
+    return relay(answer, request_id)
+
+
+def relay(answer: UpstreamResponse, request_id: str) -> Response:
+    """The upstream's answer as the client's response: status, headers and body unchanged."""
+    response = Response(answer.body, status_code=answer.status)
+    raw = [(b"content-length", str(len(answer.body)).encode())]
+    raw.extend(
+        (k.lower().encode("latin-1"), v.encode("latin-1"))
+        for k, v in answer.headers
+        if k.lower() != REQUEST_ID
+    )
+    raw.append((REQUEST_ID.encode(), request_id.encode("latin-1", "replace")))
+    response.raw_headers = raw
+    return response
+
+
+def protocol_routes(protocol: str, proxy: Proxy) -> list[Route]:
+    """The inference routes of one protocol (passthrough routes are the catch-all)."""
+
+    async def v2_infer(request: Request) -> Response:
+        p = request.path_params
+        return await proxy.handle(request, p["name"], p.get("version"))
+
+    async def v1_predict(request: Request) -> Response:
+        return await proxy.handle(request, request.path_params["name"], None)
+
+    async def mlflow_invocations(request: Request) -> Response:
+        return await proxy.handle(request, None, None)
+
+    if protocol == "v2":
+        return [
+            Route("/v2/models/{name}/infer", v2_infer, methods=["POST"]),
+            Route("/v2/models/{name}/versions/{version}/infer", v2_infer, methods=["POST"]),
+        ]
+    if protocol == "v1":
+        return [Route("/v1/models/{name}:predict", v1_predict, methods=["POST"])]
+    return [Route("/invocations", mlflow_invocations, methods=["POST"])]

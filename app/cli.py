@@ -1,0 +1,271 @@
+"""`infersight` commands: profile build/show, serve, check, demo."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from app.errors import ConfigError, InferSightError, ProfileError
+from app.monitoring.profile import (
+    BooleanFeature,
+    CategoricalFeature,
+    Feature,
+    NumericFeature,
+    Profile,
+    TextFeature,
+)
+
+KIND_FLAGS = ("numeric", "categorical", "boolean", "text")
+
+
+def _describe(f: Feature) -> str:
+    if isinstance(f, NumericFeature):
+        bins = len(f.bin_edges) + 1
+        return f"[{f.min:.4g}, {f.max:.4g}] mean {f.mean:.4g} std {f.std:.4g}, {bins} bins"
+    if isinstance(f, CategoricalFeature):
+        top = ", ".join(list(f.categories)[:4])
+        more = "" if f.domain_complete else "+ (domain capped)"
+        return f"{len(f.domain)} values{more}: {top}{' …' if len(f.categories) > 4 else ''}"
+    if isinstance(f, BooleanFeature):
+        return f"true {f.true_ratio:.1%}"
+    assert isinstance(f, TextFeature)
+    return f"{len(f.vocabulary)} tokens, median {f.length_quantiles.get('p50', 0):.0f} tokens"
+
+
+def feature_table(profile: Profile) -> Table:
+    """A readable table of a profile's features and prediction."""
+    table = Table(title=f"model {profile.model.name} {profile.model.version or ''}".strip())
+    for col in ("feature", "kind", "dtype", "missing", "required", "summary"):
+        table.add_column(col)
+    for f in profile.features:
+        table.add_row(
+            f.name, f.kind, f.dtype, f"{f.missing_ratio:.1%}", "yes" if f.required else "no",
+            _describe(f),
+        )  # fmt: skip
+    if profile.prediction is not None:
+        p = profile.prediction
+        d = p.distribution
+        label = f"→ {p.output_name or d.name} ({p.source})"
+        table.add_row(label, d.kind, d.dtype, f"{d.missing_ratio:.1%}", "", _describe(d))
+    return table
+
+
+def _parse_time(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ConfigError(f"--trained-at {text!r} is not an ISO 8601 time") from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _build_options(args: argparse.Namespace) -> Any:
+    import yaml
+
+    from app.monitoring.profile_builder import BuildOptions, FeatureOverride
+
+    raw: dict[str, Any] = {}
+    if args.schema:
+        try:
+            raw = yaml.safe_load(Path(args.schema).read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"cannot read schema file {args.schema}: {exc}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"schema file {args.schema} must hold a mapping")
+    features = dict(raw.get("features") or {})
+    for kind in KIND_FLAGS:
+        for name in _split(getattr(args, kind)):
+            features.setdefault(name, {})["kind"] = kind
+    for name in _split(args.ignore):
+        features.setdefault(name, {})["ignore"] = True
+    options = {k: v for k, v in raw.items() if k != "features"}
+    if args.top_k is not None:
+        options["top_k"] = args.top_k
+    try:
+        return BuildOptions(
+            **options, features={n: FeatureOverride(**o) for n, o in features.items()}
+        )
+    except Exception as exc:
+        raise ConfigError(f"invalid schema: {exc}") from None
+
+
+def _split(values: list[str] | None) -> list[str]:
+    return [v for item in values or [] for v in item.split(",") if v]
+
+
+def cmd_profile_build(args: argparse.Namespace, console: Console) -> int:
+    from app.monitoring.profile import ModelInfo, save_profile
+    from app.monitoring.profile_builder import build_profile
+    from app.tables import file_hash, read_table
+
+    path = Path(args.data)
+    columns, dtypes = read_table(path)
+    model = ModelInfo(
+        name=args.model_name or path.stem,
+        version=args.model_version,
+        trained_at=_parse_time(args.trained_at),
+    )
+    profile, report = build_profile(
+        columns,
+        dtypes,
+        target=args.target,
+        prediction=args.prediction,
+        output_name=args.output_name,
+        model=model,
+        data_hash=file_hash(path),
+        options=_build_options(args),
+    )
+    save_profile(profile, args.output)
+    for warning in report.warnings:
+        console.print(f"[yellow]warning:[/yellow] {warning}")
+    console.print(feature_table(profile))
+    console.print(f"{profile.n_rows} rows, {len(profile.features)} features → {args.output}")
+    return 0
+
+
+def cmd_profile_show(args: argparse.Namespace, console: Console) -> int:
+    from app.monitoring.profile import load_profile
+
+    profile = load_profile(args.profile)
+    console.print(feature_table(profile))
+    console.print(
+        f"format {profile.format_version}, created {profile.created_at.isoformat()}, "
+        f"trained {profile.model.trained_at.isoformat() if profile.model.trained_at else '?'}, "
+        f"{profile.n_rows} rows, data {profile.data_hash}, hash {profile.content_hash()}"
+    )
+    return 0
+
+
+def cmd_check(args: argparse.Namespace, console: Console) -> int:
+    from app.monitoring.batch import Batch
+    from app.monitoring.profile import load_profile
+    from app.monitoring.validator import Validator
+    from app.tables import read_table
+
+    profile = load_profile(args.profile)
+    columns, _ = read_table(Path(args.data))
+    n = len(next(iter(columns.values()))) if columns else 0
+    skip = {profile.target} if profile.target else set()
+    batch = Batch(n, {k: v for k, v in columns.items() if k not in skip})
+    report = Validator(profile).validate(batch)
+    table = Table(title=f"{args.data}: {n} rows against {args.profile}")
+    for col in ("feature", "kind", "rows", "share"):
+        table.add_column(col)
+    for (feature, kind), count in sorted(report.violation_counts.items()):
+        table.add_row(feature, kind, str(count), f"{count / n:.2%}" if n else "-")
+    console.print(table)
+    verdict = "would be REJECTED (enforced violations)" if report.rejected else "passes"
+    console.print(f"{report.n_violations} violations; as one request this batch {verdict}")
+    return 1 if report.rejected else 0
+
+
+def cmd_serve(args: argparse.Namespace, console: Console) -> int:
+    import uvicorn
+
+    from app.config import load_settings
+    from app.main import create_app
+    from app.telemetry.logging import uvicorn_log_config
+
+    overrides: dict[str, Any] = {"host": args.host, "port": args.port, "protocol": args.protocol}
+    if args.profile:
+        overrides["profiles"] = args.profile
+    if args.upstream:
+        overrides["upstream"] = {"url": args.upstream}
+    settings = load_settings(args.config, **overrides)
+    if args.upstream and settings.upstream.url != args.upstream.rstrip("/"):
+        settings = settings.model_copy(
+            update={"upstream": settings.upstream.model_copy(update={"url": args.upstream})}
+        )
+    if not settings.profiles:
+        console.print("[yellow]warning:[/yellow] no --profile: requests are forwarded unmonitored")
+    app = create_app(settings)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=uvicorn_log_config(),
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, console: Console) -> int:
+    from app.demo.runner import DemoOptions, run_demo
+
+    return run_demo(DemoOptions(duration_seconds=args.duration, no_traffic=args.no_traffic))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of `infersight`."""
+    parser = argparse.ArgumentParser(prog="infersight", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    prof = sub.add_parser("profile", help="build or show a reference profile")
+    psub = prof.add_subparsers(dest="profile_command", required=True)
+    build = psub.add_parser("build", help="build a profile from training data (CSV or Parquet)")
+    build.add_argument("data")
+    build.add_argument("--target", help="label column (never a feature)")
+    build.add_argument("--prediction", help="column with the model's outputs on this data")
+    build.add_argument("--output-name", help="the output's name on the wire")
+    build.add_argument("--model-name")
+    build.add_argument("--model-version")
+    build.add_argument("--trained-at", help="ISO 8601 time the model was trained")
+    build.add_argument("--schema", help="YAML file with per-feature kinds, policies, tolerances")
+    for kind in KIND_FLAGS:
+        build.add_argument(f"--{kind}", action="append", metavar="COLS", help=f"force {kind}")
+    build.add_argument("--ignore", action="append", metavar="COLS", help="columns to leave out")
+    build.add_argument("--top-k", type=int, help="categories with their own bin (default 20)")
+    build.add_argument("-o", "--output", required=True)
+    build.set_defaults(func=cmd_profile_build)
+    show = psub.add_parser("show", help="print a profile as a table")
+    show.add_argument("profile")
+    show.set_defaults(func=cmd_profile_show)
+
+    serve = sub.add_parser("serve", help="run the sidecar")
+    serve.add_argument("--upstream", help="model server base URL")
+    serve.add_argument("--protocol", choices=["v2", "v1", "mlflow"])
+    serve.add_argument("--profile", action="append", help="PATH or NAME=PATH (repeatable)")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--config", help="YAML settings file")
+    serve.set_defaults(func=cmd_serve)
+
+    check = sub.add_parser("check", help="validate a data file offline against a profile")
+    check.add_argument("data")
+    check.add_argument("--profile", required=True)
+    check.set_defaults(func=cmd_check)
+
+    demo = sub.add_parser("demo", help="run the embedded demo")
+    demo.add_argument("--duration", type=float, default=90.0, help="seconds of traffic")
+    demo.add_argument("--no-traffic", action="store_true", help="serve only; print the URLs")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `infersight` command."""
+    args = build_parser().parse_args(argv)
+    console = Console()
+    try:
+        code: int = args.func(args, console)
+    except (ProfileError, ConfigError) as exc:
+        Console(stderr=True).print(f"[red]error:[/red] {exc.message}", highlight=False)
+        return 2
+    except InferSightError as exc:
+        Console(stderr=True).print(f"[red]error:[/red] {exc.message}", highlight=False)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,235 @@
+"""The composition root: `create_app(settings)` wires every part together, and nothing else does."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import TextIO
+
+import structlog
+from fastapi import FastAPI, Request
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from pydantic import SecretStr
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from app import __version__
+from app.api.errors import error_body, error_response
+from app.api.models import ModelRouter
+from app.api.proxy import Proxy, ProxyLimits, passthrough, protocol_routes
+from app.config import Settings
+from app.errors import AuthError, ConfigError, InferSightError
+from app.monitoring.profile import Profile, load_profile
+from app.protocols.codecs import CODECS
+from app.telemetry.logging import configure_logging
+from app.telemetry.metrics import Metrics, ServingStatsCollector, cgroup_memory_limit
+from app.telemetry.request_log import RequestLog
+from app.upstream.client import UpstreamClient
+
+log = structlog.get_logger("infersight")
+
+
+def load_profiles(settings: Settings) -> dict[str, Profile]:
+    """Load every configured profile, keyed by model name.
+
+    Raises:
+        ProfileError: a file is missing or invalid.
+        ConfigError: two profiles claim the same model name.
+    """
+    profiles: dict[str, Profile] = {}
+    for name, path in settings.profile_paths():
+        profile = load_profile(path)
+        key = name or profile.model.name
+        if key in profiles:
+            raise ConfigError(f"two profiles are configured for model '{key}'")
+        profiles[key] = profile
+    if settings.protocol == "mlflow" and len(profiles) > 1:
+        raise ConfigError("the mlflow protocol serves one model: configure exactly one profile")
+    return profiles
+
+
+def ready_path(settings: Settings, models: list[str]) -> str:
+    """The upstream path probed for readiness."""
+    if settings.upstream.ready_path:
+        return settings.upstream.ready_path
+    if settings.protocol == "v2":
+        return "/v2/health/ready"
+    if settings.protocol == "v1":
+        return f"/v1/models/{models[0]}" if models else "/"
+    return "/ping"
+
+
+@dataclass
+class AppState:
+    """Long-lived parts, reachable from route handlers as `request.app.state.infersight`."""
+
+    settings: Settings
+    registry: CollectorRegistry
+    metrics: Metrics
+    router: ModelRouter
+    upstream: UpstreamClient
+    request_log: RequestLog
+    probe_path: str
+    upstream_ready: bool = False
+
+
+def _authorized(request: Request, token: SecretStr | None) -> bool:
+    if token is None:
+        return True
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        value.encode(), token.get_secret_value().encode()
+    )
+
+
+async def _probe_loop(state: AppState) -> None:
+    while True:
+        state.upstream_ready = await state.upstream.probe(state.probe_path)
+        state.metrics.upstream_up.set(1 if state.upstream_ready else 0)
+        await asyncio.sleep(state.settings.upstream.probe_interval_seconds)
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    registry: CollectorRegistry | None = None,
+    profiles: dict[str, Profile] | None = None,
+    request_stream: TextIO | None = None,
+    configure_logs: bool = True,
+) -> FastAPI:
+    """Build the sidecar.
+
+    Args:
+        settings: configuration (default: from environment).
+        registry: metrics registry (default: a fresh one; never the global registry).
+        profiles: already-loaded profiles by model name (default: load `settings.profiles`).
+        request_stream: write request lines here instead of the configured sink (tests).
+        configure_logs: configure structlog/stdlib logging (off when the caller already has).
+    """
+    settings = settings or Settings()
+    registry = registry or CollectorRegistry(auto_describe=True)
+    if configure_logs:
+        configure_logging(settings.logging, request_stream)
+    if profiles is None:
+        profiles = load_profiles(settings)
+    metrics = Metrics(registry)
+    router = ModelRouter(
+        profiles,
+        metrics,
+        settings.protocol,
+        {
+            "unknown_features": settings.validation.unknown_features,
+            "observe_only": settings.validation.observe_only,
+            "vectorize_min_rows": settings.validation.vectorize_min_rows,
+        },
+    )
+    registry.register(ServingStatsCollector(router.stats()))
+    limit = settings.metrics.memory_limit_bytes or cgroup_memory_limit()
+    if limit:
+        metrics.memory_limit.set(limit)
+    upstream = UpstreamClient(settings.upstream)
+    request_log = RequestLog(settings.logging, on_drop=metrics.log_records_dropped.inc)
+    state = AppState(
+        settings=settings,
+        registry=registry,
+        metrics=metrics,
+        router=router,
+        upstream=upstream,
+        request_log=request_log,
+        probe_path=ready_path(settings, list(profiles)),
+    )
+    proxy = Proxy(
+        CODECS[settings.protocol],
+        router,
+        upstream,
+        request_log,
+        ProxyLimits(settings.validation.max_body_bytes, settings.validation.max_rows),
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await upstream.start()
+        request_log.start()
+        probe = asyncio.create_task(_probe_loop(state))
+        log.info(
+            "sidecar.started",
+            version=__version__,
+            protocol=settings.protocol,
+            upstream=settings.upstream.url,
+            models=list(profiles),
+        )
+        try:
+            yield
+        finally:
+            probe.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await probe
+            await upstream.close()
+            request_log.stop()
+            log.info("sidecar.stopped", written=request_log.written, dropped=request_log.dropped)
+
+    app = FastAPI(
+        title="InferSight",
+        version=__version__,
+        description="Monitoring sidecar for ML model servers.",
+        lifespan=lifespan,
+    )
+    app.state.infersight = state
+
+    @app.exception_handler(InferSightError)
+    async def _infersight_error(_: Request, exc: InferSightError) -> Response:
+        return error_response(exc)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> Response:
+        log.exception("request.unexpected_error", error=repr(exc)[:300])
+        return Response(
+            error_body("internal_error", "unexpected error in the sidecar"),
+            status_code=500,
+            media_type="application/json",
+        )
+
+    @app.get("/healthz", tags=["health"])
+    async def healthz() -> dict[str, str]:
+        """The sidecar process is up."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"], response_model=None)
+    async def readyz() -> JSONResponse:
+        """Ready: profiles loaded and the model server answers its readiness probe."""
+        ok = await upstream.probe(state.probe_path)
+        state.upstream_ready = ok
+        metrics.upstream_up.set(1 if ok else 0)
+        body = {
+            "status": "ready" if ok else "not_ready",
+            "upstream": "up" if ok else "down",
+            "models": list(profiles),
+        }
+        return JSONResponse(body, status_code=200 if ok else 503)
+
+    @app.get("/metrics", tags=["monitoring"], response_model=None)
+    async def metrics_route(request: Request) -> Response:
+        """Prometheus exposition."""
+        if not _authorized(request, settings.auth.metrics_token):
+            return error_response(AuthError("a valid bearer token is required for /metrics"))
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    for route in protocol_routes(settings.protocol, proxy):
+        app.router.routes.append(route)
+
+    async def forward_other(request: Request) -> Response:
+        return await passthrough(request, upstream)
+
+    app.router.routes.append(
+        Route(
+            "/{path:path}",
+            forward_other,
+            methods=["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"],
+            include_in_schema=False,
+        )
+    )
+    return app

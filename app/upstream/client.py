@@ -1,0 +1,153 @@
+"""The one long-lived HTTP client to the model server: pooled, with explicit timeouts.
+
+aiohttp, chosen by measurement: a bare forwarding proxy on aiohttp's client kept about 0.63x of
+direct throughput at 64 connections on a 2-core machine, one on httpx.AsyncClient about 0.2x.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import aiohttp
+from multidict import CIMultiDict
+
+from app.config import UpstreamSettings
+from app.errors import UpstreamBadResponse, UpstreamTimeout, UpstreamUnavailable
+
+# Hop-by-hop headers (RFC 9110 §7.6.1) and those the client library sets itself.
+_SKIP_REQUEST = frozenset(
+    {
+        "host", "connection", "keep-alive", "proxy-connection", "te", "trailer",
+        "transfer-encoding", "upgrade", "content-length", "proxy-authorization",
+    }
+)  # fmt: skip
+_SKIP_RESPONSE = frozenset(
+    {
+        "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding",
+        "upgrade", "content-length", "date", "server",
+    }
+)  # fmt: skip
+
+
+@dataclass(slots=True)
+class UpstreamResponse:
+    """The model server's answer, body fully read."""
+
+    status: int
+    headers: list[tuple[str, str]]
+    """Headers to relay to the client (hop-by-hop removed)."""
+    body: bytes
+    content_type: str
+    content_encoding: str | None
+
+
+def forwardable(headers: Iterable[tuple[str, str]]) -> CIMultiDict[str]:
+    """The client's headers that should reach the model server."""
+    out: CIMultiDict[str] = CIMultiDict()
+    for k, v in headers:
+        if k.lower() not in _SKIP_REQUEST:
+            out.add(k, v)
+    return out
+
+
+class UpstreamClient:
+    """Forwards requests to the model server and maps transport failures to InferSight errors."""
+
+    def __init__(self, settings: UpstreamSettings) -> None:
+        self.settings = settings
+        self.base_url = settings.url
+        self._session: aiohttp.ClientSession | None = None
+        self._timeout = aiohttp.ClientTimeout(
+            total=settings.timeout_seconds,
+            connect=settings.connect_timeout_seconds,
+            sock_connect=settings.connect_timeout_seconds,
+        )
+
+    async def start(self) -> None:
+        """Open the pooled session (call from the app's lifespan)."""
+        if self._session is None:
+            connector = aiohttp.TCPConnector(
+                limit=self.settings.pool_size, keepalive_timeout=30, ttl_dns_cache=300
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=self._timeout,
+                auto_decompress=False,  # relay the exact bytes; decode for monitoring ourselves
+                skip_auto_headers=("Accept-Encoding", "User-Agent", "Content-Type"),
+            )
+
+    async def close(self) -> None:
+        """Close the session and its connections."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError("UpstreamClient.start() was not called")
+        return self._session
+
+    async def request(
+        self,
+        method: str,
+        path_qs: str,
+        headers: CIMultiDict[str],
+        body: bytes | None,
+        deadline: aiohttp.ClientTimeout | None = None,
+    ) -> UpstreamResponse:
+        """Send one request and read the whole answer.
+
+        Raises:
+            UpstreamUnavailable: connection refused, reset or closed mid-answer.
+            UpstreamTimeout: no complete answer within the timeout.
+            UpstreamBadResponse: the answer was not valid HTTP.
+        """
+        url = self.base_url + path_qs
+        try:
+            async with self.session.request(
+                method,
+                url,
+                data=body,
+                headers=headers,
+                allow_redirects=False,
+                timeout=deadline or self._timeout,
+            ) as resp:
+                payload = await resp.read()
+                relay = [(k, v) for k, v in resp.headers.items() if k.lower() not in _SKIP_RESPONSE]
+                return UpstreamResponse(
+                    status=resp.status,
+                    headers=relay,
+                    body=payload,
+                    content_type=resp.headers.get("Content-Type", ""),
+                    content_encoding=resp.headers.get("Content-Encoding"),
+                )
+        except aiohttp.ConnectionTimeoutError:
+            raise UpstreamUnavailable(
+                f"could not connect to the model server at {self.base_url} within "
+                f"{self.settings.connect_timeout_seconds:g} s"
+            ) from None
+        except TimeoutError:
+            raise UpstreamTimeout(
+                f"the model server did not answer within {self.settings.timeout_seconds:g} s"
+            ) from None
+        except aiohttp.ClientResponseError as exc:
+            raise UpstreamBadResponse(
+                f"the model server's answer is not valid HTTP: {exc}"
+            ) from None
+        except (aiohttp.ClientError, OSError, asyncio.IncompleteReadError) as exc:
+            raise UpstreamUnavailable(
+                f"the model server at {self.base_url} is unreachable: {type(exc).__name__}: {exc}"
+            ) from None
+
+    async def probe(self, path: str, timeout_seconds: float = 2.0) -> bool:
+        """GET a readiness path; True on any 2xx answer."""
+        try:
+            resp = await self.request(
+                "GET", path, CIMultiDict(), None, aiohttp.ClientTimeout(total=timeout_seconds)
+            )
+        except (UpstreamUnavailable, UpstreamTimeout, UpstreamBadResponse):
+            return False
+        return 200 <= resp.status < 300
