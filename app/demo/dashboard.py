@@ -207,11 +207,11 @@ class Interval:
 
 
 def _ms(seconds: float | None) -> str:
-    return "–" if seconds is None else f"{seconds * 1000:.0f} ms"
+    return "-" if seconds is None else f"{seconds * 1000:.0f} ms"
 
 
-def _counts(counts: dict[str, float] | dict[str, int]) -> str:
-    return "  ".join(f"{k} {v:.0f}" for k, v in sorted(counts.items()) if v) or "–"
+def _counts(counts: dict[str, float] | dict[str, int], sep: str = "  ") -> str:
+    return sep.join(f"{k} {v:.0f}" for k, v in sorted(counts.items()) if v) or "-"
 
 
 @dataclass
@@ -246,17 +246,16 @@ class ScenarioResult:
 def summary_table(results: list[ScenarioResult]) -> Table:
     """Per scenario: requests, rejections, violations by kind, and what was seen."""
     table = Table(title="What InferSight saw, by scenario", show_lines=True)
-    for name in ("scenario", "requests", "rejected", "violations", "seen", "expected"):
+    table.add_column("scenario", no_wrap=True)
+    for name in ("requests", "rejected", "violations", "seen"):
         table.add_column(name, overflow="fold")
     for r in results:
-        rejected = _counts(r.seen.rejected) if r.seen else "–"
         table.add_row(
             r.scenario.name,
-            _counts(r.client.status_classes()),
-            rejected,
-            _counts(r.violations_by_kind()),
+            _counts(r.client.status_classes(), "\n"),
+            _counts(r.seen.rejected, "\n") if r.seen else "-",
+            _counts(r.violations_by_kind(), "\n"),
             r.what_was_seen(),
-            r.scenario.description,
         )
     return table
 
@@ -380,7 +379,7 @@ class Dashboard:
         title = f"sidecar, last {w.seconds:.0f} s"
         traffic = Table(title=title, show_header=False)
         rate = w.rate
-        traffic.add_row("requests/s", "–" if rate is None else f"{rate:.1f}")
+        traffic.add_row("requests/s", "-" if rate is None else f"{rate:.1f}")
         traffic.add_row("latency p50 / p99", f"{_ms(w.p50)} / {_ms(w.p99)}")
         traffic.add_row("status", _counts(w.statuses))
         traffic.add_row("rejected (by reason)", _counts(w.rejected))

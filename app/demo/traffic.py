@@ -192,8 +192,10 @@ async def run_traffic(
                 task.add_done_callback(tasks.discard)
                 next_at = max(next_at + 1.0 / config.rate, now - 1.0 / config.rate)
             if tasks:
-                await asyncio.wait(tasks, timeout=min(DRAIN_SECONDS, config.timeout_seconds))
-                stats.errors["cancelled"] += len(tasks)
+                drain = min(DRAIN_SECONDS, config.timeout_seconds)
+                _, pending = await asyncio.wait(tasks, timeout=drain)
+                if pending:
+                    stats.errors["cancelled"] += len(pending)
         finally:
             for task in tasks:
                 task.cancel()

@@ -1,0 +1,66 @@
+# InferSight — the single entry point for developers and CI. `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+.PHONY: help
+help: ## Show this help
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | sort | \
+	  awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+
+.PHONY: venv
+venv: $(STAMP) ## Create the virtualenv and install InferSight with its dev tools
+
+.PHONY: servers
+servers: ## Create the model servers' own virtualenvs (MLServer, kserve, MLflow)
+	./scripts/bootstrap_servers.sh
+
+.PHONY: system-deps
+system-deps: ## Install Debian packages the tests use (prometheus, promtool) when run as root
+	./scripts/bootstrap_system.sh
+
+.PHONY: demo
+demo: $(STAMP) ## Run the embedded demo: model, sidecar and traffic scenarios
+	$(BIN)/infersight demo $(DEMO_ARGS)
+
+.PHONY: test
+test: $(STAMP) servers system-deps ## Run every test (unit, integration, end to end)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+.PHONY: test-unit
+test-unit: $(STAMP) ## Run the unit tests only (fast)
+	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+
+.PHONY: lint
+lint: $(STAMP) ## ruff lint and format check
+	$(BIN)/ruff check app tests benchmarks
+	$(BIN)/ruff format --check app tests benchmarks
+
+.PHONY: typecheck
+typecheck: $(STAMP) ## mypy --strict on app/
+	$(BIN)/mypy app
+
+.PHONY: fmt
+fmt: $(STAMP) ## Format and autofix
+	$(BIN)/ruff format app tests benchmarks
+	$(BIN)/ruff check --fix app tests benchmarks
+
+.PHONY: bench
+bench: $(STAMP) ## Measure the sidecar's overhead against calling the model server directly
+	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
+
+.PHONY: clean
+clean: ## Remove virtualenvs and caches
+	rm -rf $(VENV) .venvs .mypy_cache .ruff_cache .pytest_cache .hypothesis

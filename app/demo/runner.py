@@ -1,0 +1,346 @@
+"""`infersight demo`: train the demo model, build its profile, serve it behind the sidecar and
+play traffic scenarios while the dashboard shows what InferSight sees.
+
+Everything listens on 127.0.0.1. The model server runs on a background thread of this process;
+the sidecar is a subprocess (`python -m app.cli serve ...`), always terminated on the way out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import shlex
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+import aiohttp
+import orjson
+from rich.console import Console
+from sklearn.pipeline import Pipeline
+
+from app.demo.dashboard import Dashboard, ScenarioResult, summary_table
+from app.demo.data import FEATURES, TARGET, generate, rows, write_csv
+from app.demo.model import GOOD_VERSION, MODEL_NAME, predict, train
+from app.demo.model_server import BackgroundServer, create_app, demo_state
+from app.demo.scenarios import SCENARIOS, plan
+from app.demo.traffic import RowSource, TrafficConfig, TrafficStats, encode_request, run_traffic
+from app.monitoring.profile import ModelInfo, save_profile
+from app.monitoring.profile_builder import build_profile
+
+HOST = "127.0.0.1"
+TRAIN_ROWS = 5000
+PREDICTION_COLUMN = "prediction"
+OUTPUT_NAME = "predict"
+READY_TIMEOUT_SECONDS = 60.0
+SETTLE_SECONDS = 0.3
+"""Pause after a scenario's traffic so the sidecar's observers have counted it."""
+DTYPES = {
+    "age": "int64",
+    "monthly_income": "float64",
+    "marital_status": "object",
+    "employment": "object",
+    "loan_amount": "float64",
+    "has_mortgage": "bool",
+    "purpose": "object",
+    TARGET: "int64",
+    PREDICTION_COLUMN: "int64",
+}
+_PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class DemoOptions:
+    """What `infersight demo` can be told."""
+
+    duration_seconds: float = 90.0
+    no_traffic: bool = False
+    """Only serve (sidecar + model server) and print how to call it, until Ctrl-C."""
+    workdir: Path | None = None
+    """Where train.csv, profile.json and logs go (default: `.demo/` under the current directory)."""
+    sidecar_port: int = 8090
+    model_port: int = 8085
+    seed: int = 0
+
+
+@dataclass
+class Artifacts:
+    """What `prepare` wrote and trained."""
+
+    workdir: Path
+    train_csv: Path
+    profile: Path
+    pipeline: Pipeline
+
+
+@dataclass
+class Sidecar:
+    """The sidecar subprocess and its log files."""
+
+    process: subprocess.Popen[bytes]
+    url: str
+    stderr_path: Path
+    files: list[IO[bytes]] = field(default_factory=list)
+
+    def stderr_tail(self, lines: int = 30) -> str:
+        try:
+            text = self.stderr_path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Terminate (then kill) the subprocess and close its log files."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout)
+        for fh in self.files:
+            fh.close()
+
+
+def prepare(workdir: Path, seed: int, console: Console) -> Artifacts:
+    """Generate the training data, train the model, write train.csv and profile.json."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    columns = generate(TRAIN_ROWS, seed=seed)
+    pipeline = train(columns)
+    classes, _ = predict(pipeline, columns)
+    table: dict[str, list[Any]] = {name: columns[name] for name in [*FEATURES, TARGET]}
+    table[PREDICTION_COLUMN] = classes
+    train_csv = workdir / "train.csv"
+    write_csv(table, str(train_csv))
+    profile, report = build_profile(
+        table,
+        DTYPES,
+        target=TARGET,
+        prediction=PREDICTION_COLUMN,
+        output_name=OUTPUT_NAME,
+        model=ModelInfo(name=MODEL_NAME, version=GOOD_VERSION, trained_at=datetime.now(UTC)),
+        data_hash=hashlib.sha256(train_csv.read_bytes()).hexdigest(),
+    )
+    for warning in report.warnings:
+        console.print(f"[yellow]profile: {warning}[/yellow]")
+    profile_path = workdir / "profile.json"
+    save_profile(profile, profile_path)
+    return Artifacts(workdir, train_csv, profile_path, pipeline)
+
+
+def port_is_free(port: int, host: str = HOST) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(host: str = HOST) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def start_model_server(artifacts: Artifacts, port: int, console: Console) -> BackgroundServer:
+    """Serve the demo model on `port`, or on a free port when it is busy."""
+    app = create_app(demo_state(artifacts.pipeline))
+    try:
+        server = BackgroundServer(app, HOST, port)
+    except OSError:
+        server = BackgroundServer(app, HOST, 0)
+        console.print(f"[yellow]port {port} is busy; the model server uses {server.port}[/yellow]")
+    server.start()
+    return server
+
+
+def sidecar_command(upstream: str, profile: Path, port: int) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "app.cli",
+        "serve",
+        "--upstream",
+        upstream,
+        "--protocol",
+        "v2",
+        "--profile",
+        str(profile),
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+    ]
+
+
+def start_sidecar(upstream: str, artifacts: Artifacts, port: int, console: Console) -> Sidecar:
+    """Start `infersight serve` in front of `upstream`, its output going to files in workdir."""
+    if not port_is_free(port):
+        chosen = free_port()
+        console.print(f"[yellow]port {port} is busy; the sidecar uses {chosen}[/yellow]")
+        port = chosen
+    env = dict(os.environ)
+    env["INFERSIGHT_LOGGING__SINK"] = str(artifacts.workdir / "requests.log")
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(_PROJECT_ROOT), env.get("PYTHONPATH", "")) if p
+    )
+    stdout = open(artifacts.workdir / "sidecar.out.log", "wb")  # noqa: SIM115 - closed by stop()
+    stderr_path = artifacts.workdir / "sidecar.err.log"
+    stderr = open(stderr_path, "wb")  # noqa: SIM115 - closed by stop()
+    process = subprocess.Popen(
+        sidecar_command(upstream, artifacts.profile, port),
+        stdin=subprocess.DEVNULL,
+        stdout=stdout,
+        stderr=stderr,
+        env=env,
+    )
+    return Sidecar(process, f"http://{HOST}:{port}", stderr_path, [stdout, stderr])
+
+
+async def wait_ready(sidecar: Sidecar, limit_seconds: float = READY_TIMEOUT_SECONDS) -> bool:
+    """Poll the sidecar's `GET /readyz` until it answers 200, it exits, or time runs out."""
+    deadline = time.monotonic() + limit_seconds
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2.0)) as session:
+        while time.monotonic() < deadline and sidecar.process.poll() is None:
+            try:
+                async with session.get(f"{sidecar.url}/readyz") as resp:
+                    if resp.status == 200:
+                        return True
+            except (aiohttp.ClientError, TimeoutError):
+                pass
+            await asyncio.sleep(0.25)
+    return False
+
+
+async def set_control(
+    session: aiohttp.ClientSession, model_url: str, control: Mapping[str, Any]
+) -> None:
+    """Set the model server's demo knobs (version, delay)."""
+    async with session.post(f"{model_url}/demo/control", json=dict(control)) as resp:
+        resp.raise_for_status()
+
+
+async def play(
+    target_url: str,
+    model_url: str,
+    metrics_url: str,
+    duration_seconds: float,
+    console: Console,
+    seed: int = 0,
+    sidecar: Sidecar | None = None,
+) -> list[ScenarioResult]:
+    """Play every scenario in order against `target_url`, showing the dashboard meanwhile."""
+    source = RowSource(seed=seed + 1)
+    config = TrafficConfig(url=target_url)
+    steps = plan(duration_seconds)
+    async with Dashboard(metrics_url, console) as dash, aiohttp.ClientSession() as session:
+        view = asyncio.create_task(dash.run())
+        try:
+            for i, (scenario, seconds) in enumerate(steps, start=1):
+                if sidecar is not None and sidecar.process.poll() is not None:
+                    console.print("[red]the sidecar exited during the demo[/red]")
+                    break
+                await set_control(session, model_url, scenario.control)
+                stats = TrafficStats()
+                await dash.begin(scenario, f"{i}/{len(steps)}", seconds, stats)
+                await run_traffic(
+                    config, seconds, scenario.transform, source, seed=seed + i, stats=stats
+                )
+                await asyncio.sleep(SETTLE_SECONDS)
+                await dash.end()
+        finally:
+            view.cancel()
+            await asyncio.gather(view, return_exceptions=True)
+            await set_control(session, model_url, SCENARIOS[0].control)
+    return dash.results
+
+
+def example_curl(sidecar_url: str, seed: int) -> str:
+    """A curl command for one prediction through the sidecar."""
+    row = rows(generate(1, seed=seed + 1), FEATURES)
+    body = orjson.dumps(encode_request(row, "demo-1")).decode()
+    return (
+        f"curl -s -X POST {sidecar_url}/v2/models/{MODEL_NAME}/infer "
+        f"-H 'content-type: application/json' -d {shlex.quote(body)}"
+    )
+
+
+def _print_urls(
+    console: Console, artifacts: Artifacts, sidecar: Sidecar, model_url: str, seed: int
+) -> None:
+    console.print(f"sidecar       {sidecar.url}   (metrics: {sidecar.url}/metrics)")
+    console.print(f"model server  {model_url}   (knobs: POST {model_url}/demo/control)")
+    console.print(f"profile       {artifacts.profile}   (data: {artifacts.train_csv})")
+    console.print(f"request log   {artifacts.workdir / 'requests.log'}")
+    console.print(
+        "one prediction:\n" + example_curl(sidecar.url, seed),
+        soft_wrap=True,
+        highlight=False,
+        markup=False,
+    )
+
+
+async def _serve_until_exit(sidecar: Sidecar, console: Console) -> int:
+    console.print("serving until Ctrl-C")
+    while sidecar.process.poll() is None:  # noqa: ASYNC110 - a subprocess, not an event
+        await asyncio.sleep(0.5)
+    console.print(f"[red]the sidecar exited ({sidecar.process.returncode})[/red]")
+    console.print(sidecar.stderr_tail(), markup=False, highlight=False)
+    return 1
+
+
+async def _main(
+    options: DemoOptions, artifacts: Artifacts, sidecar: Sidecar, model_url: str, console: Console
+) -> int:
+    console.print(f"waiting for the sidecar on {sidecar.url} ...")
+    if not await wait_ready(sidecar):
+        state = "exited" if sidecar.process.poll() is not None else "did not become ready"
+        console.print(f"[red]the sidecar {state}; last lines of its stderr:[/red]")
+        console.print(sidecar.stderr_tail(), markup=False, highlight=False)
+        return 1
+    _print_urls(console, artifacts, sidecar, model_url, options.seed)
+    if options.no_traffic:
+        return await _serve_until_exit(sidecar, console)
+    results = await play(
+        sidecar.url,
+        model_url,
+        f"{sidecar.url}/metrics",
+        options.duration_seconds,
+        console,
+        options.seed,
+        sidecar,
+    )
+    console.print(summary_table(results))
+    return 0
+
+
+def run_demo(options: DemoOptions) -> int:
+    """Run the demo; returns the process exit code."""
+    console = Console()
+    workdir = (options.workdir or Path.cwd() / ".demo").resolve()
+    console.print(f"training the demo model and building its profile in {workdir} ...")
+    artifacts = prepare(workdir, options.seed, console)
+    model_server: BackgroundServer | None = None
+    sidecar: Sidecar | None = None
+    try:
+        model_server = start_model_server(artifacts, options.model_port, console)
+        sidecar = start_sidecar(model_server.url, artifacts, options.sidecar_port, console)
+        return asyncio.run(_main(options, artifacts, sidecar, model_server.url, console))
+    except KeyboardInterrupt:
+        console.print("stopped")
+        return 0 if options.no_traffic else 130
+    finally:
+        if sidecar is not None:
+            sidecar.stop()
+        if model_server is not None:
+            model_server.stop()

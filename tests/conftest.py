@@ -1,0 +1,43 @@
+"""Shared fixtures: a small reference profile built from the demo's synthetic loan data."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.demo.data import generate
+from app.monitoring.profile import ModelInfo, Profile
+from app.monitoring.profile_builder import build_profile
+
+DTYPES = {
+    "age": "int64",
+    "monthly_income": "float64",
+    "marital_status": "object",
+    "employment": "object",
+    "loan_amount": "float64",
+    "has_mortgage": "bool",
+    "purpose": "object",
+    "default": "int64",
+}
+
+
+def loan_profile(n: int = 2000, seed: int = 0, name: str = "loan") -> Profile:
+    """A profile of the synthetic loan data (prediction section from a score column)."""
+    cols = generate(n, seed)
+    # A deterministic stand-in for a model's score, so the prediction section is numeric.
+    cols["score"] = [min(1.0, a / 100 + (0.3 if d else 0.0)) for a, d in zip(cols["age"], cols["default"], strict=True)]
+    dtypes = {**DTYPES, "score": "float64"}
+    profile, _ = build_profile(
+        cols,
+        dtypes,
+        target="default",
+        prediction="score",
+        output_name="predict",
+        model=ModelInfo(name=name, version="v1"),
+        data_hash="sha256:test",
+    )
+    return profile
+
+
+@pytest.fixture(scope="session")
+def profile() -> Profile:
+    return loan_profile()
