@@ -185,11 +185,10 @@ class Interval:
     @classmethod
     def between(cls, cur: Snapshot, prev: Snapshot | None) -> Interval:
         seconds = cur.at - prev.at if prev is not None else 0.0
-        statuses = {k[0]: v for k, v in deltas(cur, prev, REQUESTS, ("status",)).items()}
-        rejected = {k[0]: v for k, v in deltas(cur, prev, REJECTED, ("reason",)).items()}
-        violations = {
-            (k[0], k[1]): v for k, v in deltas(cur, prev, VIOLATIONS, ("feature", "kind")).items()
-        }
+        statuses = {k[0]: v for k, v in deltas(cur, prev, REQUESTS, ("status",)).items() if v}
+        rejected = {k[0]: v for k, v in deltas(cur, prev, REJECTED, ("reason",)).items() if v}
+        by_kind = deltas(cur, prev, VIOLATIONS, ("feature", "kind"))
+        violations = {(k[0], k[1]): v for k, v in by_kind.items() if v}
         return cls(
             seconds,
             sum(statuses.values()),
@@ -427,7 +426,7 @@ class Dashboard:
         if not self.console.is_terminal:
             while True:
                 await self.scrape()
-                self.console.print(self.plain_line(), highlight=False, soft_wrap=True)
+                self.console.print(self.plain_line(), markup=False, highlight=False, soft_wrap=True)
                 await asyncio.sleep(self.plain_every_seconds)
         with Live(self.render(), console=self.console, auto_refresh=False) as live:
             while True:

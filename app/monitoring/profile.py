@@ -223,14 +223,18 @@ class Profile(_Strict):
     features: list[Feature]
     prediction: PredictionProfile | None = None
 
-    @model_validator(mode="after")
-    def _unique_names(self) -> Profile:
-        seen: set[str] = set()
-        for feature in self.features:
-            if feature.name in seen:
-                raise ValueError(f"duplicate feature name '{feature.name}'")
-            seen.add(feature.name)
-        return self
+    @field_validator("features")
+    @classmethod
+    def _unique_names(cls, features: list[Feature]) -> list[Feature]:
+        # A field validator (not a model validator) so the error names the field `features`.
+        seen: dict[str, int] = {}
+        for i, feature in enumerate(features):
+            first = seen.setdefault(feature.name, i)
+            if first != i:
+                raise ValueError(
+                    f"duplicate feature name '{feature.name}' (features[{first}] and features[{i}])"
+                )
+        return features
 
     @property
     def feature_names(self) -> list[str]:

@@ -85,9 +85,15 @@ def _from_csv(body: bytes) -> Batch:
     reader = csv.reader(io.StringIO(text))
     try:
         header = next(reader)
-        records = list(reader)
-    except (StopIteration, csv.Error) as exc:
-        raise DecodeError(f"CSV body cannot be read: {exc or 'no header row'}") from None
+        # Blank lines (e.g. a trailing one) are no rows, as for pandas.read_csv (MLflow's parser).
+        records = [row for row in reader if row]
+    except StopIteration:
+        raise DecodeError("CSV body cannot be read: no header row") from None
+    except csv.Error as exc:
+        raise DecodeError(f"CSV body cannot be read: {exc}") from None
+    if len(set(header)) != len(header):
+        dup = next(c for c in header if header.count(c) > 1)
+        raise DecodeError(f"CSV header names '{dup}' twice")
     cols: dict[str, list[Any]] = {name: [] for name in header}
     for i, row in enumerate(records):
         if len(row) != len(header):

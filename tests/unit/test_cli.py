@@ -1,0 +1,134 @@
+"""The `infersight` command as a user runs it: profile build/show/check, errors without tracebacks."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from app.cli import main
+from app.demo.data import generate, write_csv
+from app.monitoring.profile import load_profile
+
+
+@pytest.fixture(scope="module")
+def train_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("data") / "train.csv"
+    cols = generate(1500, seed=3)
+    cols["score"] = [a / 100 for a in cols["age"]]
+    write_csv(cols, str(path))
+    return path
+
+
+def test_profile_build_from_csv_and_show(train_csv: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "profile.json"
+    code = main([
+        "profile", "build", str(train_csv), "--target", "default", "--prediction", "score",
+        "--output-name", "predict", "--model-name", "loan", "--model-version", "3",
+        "--trained-at", "2026-01-02T03:04:05Z", "-o", str(out),
+    ])  # fmt: skip
+    assert code == 0
+    shown = capsys.readouterr().out
+    assert "monthly_income" in shown
+    assert "categorical" in shown
+    profile = load_profile(out)
+    kinds = {f.name: f.kind for f in profile.features}
+    assert kinds == {
+        "age": "numeric", "monthly_income": "numeric", "marital_status": "categorical",
+        "employment": "categorical", "loan_amount": "numeric", "has_mortgage": "boolean",
+        "purpose": "text",
+    }  # fmt: skip
+    assert profile.feature_names == list(kinds)
+    assert profile.model.version == "3"
+    assert profile.model.trained_at is not None
+    assert profile.model.trained_at.year == 2026
+    assert profile.n_rows == 1500
+    assert profile.data_hash.startswith("sha256:")
+    assert profile.prediction is not None
+    assert profile.prediction.output_name == "predict"
+    assert profile.prediction.source == "prediction"
+    income = next(f for f in profile.features if f.name == "monthly_income")
+    assert 0.02 < income.missing_ratio < 0.07
+    assert not income.required
+    assert main(["profile", "show", str(out)]) == 0
+    assert "model loan 3" in capsys.readouterr().out
+
+
+def test_profile_build_from_parquet_with_overrides(train_csv: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    parquet = tmp_path / "train.parquet"
+    pd.read_csv(train_csv).to_parquet(parquet)
+    schema = tmp_path / "schema.yaml"
+    schema.write_text(
+        "top_k: 2\nfeatures:\n  age:\n    kind: categorical\n"
+        "  loan_amount:\n    policy: {out_of_range: enforce}\n    range_tolerance: 0\n"
+    )
+    out = tmp_path / "p.json"
+    code = main([
+        "profile", "build", str(parquet), "--target", "default", "--schema", str(schema),
+        "--ignore", "score,purpose", "-o", str(out),
+    ])  # fmt: skip
+    assert code == 0
+    assert "labels are not model outputs" in capsys.readouterr().out
+    profile = load_profile(out)
+    by_name = {f.name: f for f in profile.features}
+    assert "purpose" not in by_name
+    assert "score" not in by_name
+    assert by_name["age"].kind == "categorical"
+    assert len(by_name["employment"].categories) == 2  # type: ignore[union-attr]
+    assert by_name["loan_amount"].policy.out_of_range == "enforce"
+    assert by_name["loan_amount"].range_tolerance == 0  # type: ignore[union-attr]
+    assert profile.prediction is not None
+    assert profile.prediction.source == "target"
+
+
+def test_check_reports_violations(train_csv: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "p.json"
+    assert main(["profile", "build", str(train_csv), "--target", "default", "-o", str(out)]) == 0
+    bad = tmp_path / "bad.csv"
+    cols = generate(50, seed=9)
+    cols["employment"] = ["gig-worker"] * 50
+    cols["score"] = [0.1] * 50
+    write_csv(cols, str(bad))
+    capsys.readouterr()
+    assert main(["check", str(bad), "--profile", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "unknown_category" in text
+    assert "employment" in text
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [
+        ("{not json", "not valid JSON"),
+        ('{"format_version": 7}', "format_version"),
+        ('{"format_version": 1, "model": {"name": "m"}, "created_at": "2026-01-01T00:00:00Z", '
+         '"data_hash": "x", "n_rows": 1, "features": [{"name": "a", "kind": "numeric"}]}',
+         "features[0](a).min"),
+    ],
+)
+def test_bad_profile_fails_with_one_clear_line(tmp_path: Path, content: str, needle: str) -> None:
+    path = tmp_path / "broken.json"
+    path.write_text(content)
+    proc = subprocess.run(
+        [sys.executable, "-m", "app.cli", "profile", "show", str(path)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert needle in proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+
+
+def test_serve_with_a_bad_profile_exits_cleanly(tmp_path: Path) -> None:
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps({"format_version": 1}))
+    proc = subprocess.run(
+        [sys.executable, "-m", "app.cli", "serve", "--upstream", "http://127.0.0.1:9", "--profile", str(path)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert "field 'model'" in proc.stderr
+    assert "Traceback" not in proc.stderr
