@@ -19,8 +19,10 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
+from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
+from rich.text import Text
 
 from app.demo.scenarios import Scenario
 from app.demo.traffic import TrafficStats
@@ -40,6 +42,9 @@ MIN_SHIFT = 0.05
 """A bin is 'shifted' when its share moved at least this far from the reference."""
 MIN_BIN_ROWS = 30
 """Bin shares of fewer rows are noise and are not shown."""
+NOISE_SIGMAS = 4.0
+"""...nor are changes within this many binomial standard errors of the reference share."""
+DRIFT_DETECTED = "infersight_drift_detected"
 
 
 @dataclass(frozen=True)
@@ -155,7 +160,8 @@ def _shifts(
             continue
         for bin_, n in bins.items():
             share, expected = n / rows, ref.get((model, col, bin_), 0.0)
-            if abs(share - expected) >= MIN_SHIFT:
+            noise = NOISE_SIGMAS * math.sqrt(expected * (1.0 - expected) / rows)
+            if abs(share - expected) >= max(MIN_SHIFT, noise):
                 out.append(BinShift(col + suffix, bin_, share, expected, rows))
     return out
 
@@ -167,6 +173,12 @@ def shifted_bins(cur: Snapshot, prev: Snapshot | None, top: int = 6) -> list[Bin
         cur, prev, PREDICTION_BINS, REFERENCE_PREDICTION_BINS, "output", " (prediction)"
     )
     return sorted(found, key=lambda s: -abs(s.change))[:top]
+
+
+def drifting(snap: Snapshot) -> list[str]:
+    """Features the sidecar's drift job currently flags (`infersight_drift_detected` == 1)."""
+    flagged = totals(snap, DRIFT_DETECTED, ("feature",))
+    return sorted(f for (f,), v in flagged.items() if v >= 1)
 
 
 @dataclass(frozen=True)
@@ -203,6 +215,10 @@ class Interval:
     @property
     def rate(self) -> float | None:
         return self.requests / self.seconds if self.seconds > 0 else None
+
+
+def _rate(per_second: float | None) -> str:
+    return "-" if per_second is None else f"{per_second:.1f}"
 
 
 def _ms(seconds: float | None) -> str:
@@ -254,7 +270,7 @@ def summary_table(results: list[ScenarioResult]) -> Table:
             _counts(r.client.status_classes(), "\n"),
             _counts(r.seen.rejected, "\n") if r.seen else "-",
             _counts(r.violations_by_kind(), "\n"),
-            r.what_was_seen(),
+            escape(r.what_was_seen()),
         )
     return table
 
@@ -329,6 +345,7 @@ class Dashboard:
         self, scenario: Scenario, position: str, seconds: float, stats: TrafficStats
     ) -> None:
         """A scenario starts now and plays for `seconds`; `stats` fills as its traffic runs."""
+        self._history.clear()
         start = await self.scrape()
         self._current = _Current(scenario, position, time.monotonic() + seconds, stats, start)
 
@@ -353,52 +370,70 @@ class Dashboard:
         """The live view."""
         cur = self._current
         if cur is None:
-            header = "[bold]InferSight demo[/bold]"
+            header = Text("waiting for traffic", style="bold")
         else:
             left = max(0.0, cur.ends_at - time.monotonic())
-            header = (
-                f"[bold]{cur.position} {cur.scenario.name}[/bold]  ({left:.0f} s left)\n"
-                f"{cur.scenario.description}"
-            )
+            header = Text(f"{cur.position} {cur.scenario.name}", style="bold")
+            header.append(f"  ({left:.0f} s left)\n", style="dim")
+            header.append(cur.scenario.description)
         parts: list[RenderableType] = [Panel(header, title="InferSight demo")]
         if cur is not None:
             s = cur.stats
             parts.append(
-                f"client: sent {s.requests}  {_counts(s.status_classes())}  "
-                f"p50 {_ms(s.quantile(0.5))}  p99 {_ms(s.quantile(0.99))}"
+                Text(
+                    f"client: sent {s.requests}  {_counts(s.status_classes())}  "
+                    f"p50 {_ms(s.quantile(0.5))}  p99 {_ms(s.quantile(0.99))}",
+                    style="dim",
+                )
             )
         if self.error:
-            parts.append(f"[yellow]{self.error}[/yellow]")
+            parts.append(Text(self.error, style="yellow"))
         w = self.window()
         if w is not None:
-            parts.extend(self._tables(w))
+            latest = self._history[-1]
+            total = Interval.between(latest, cur.start) if cur and cur.start else None
+            parts.extend(self._tables(w, total, drifting(latest)))
         return Group(*parts)
 
-    def _tables(self, w: Interval) -> list[RenderableType]:
-        title = f"sidecar, last {w.seconds:.0f} s"
-        traffic = Table(title=title, show_header=False)
-        rate = w.rate
-        traffic.add_row("requests/s", "-" if rate is None else f"{rate:.1f}")
-        traffic.add_row("latency p50 / p99", f"{_ms(w.p50)} / {_ms(w.p99)}")
-        traffic.add_row("status", _counts(w.statuses))
-        traffic.add_row("rejected (by reason)", _counts(w.rejected))
-        out: list[RenderableType] = [traffic]
-        if w.violations:
-            table = Table(title=f"validation violations, last {w.seconds:.0f} s")
-            for name in ("feature", "kind", "count"):
-                table.add_column(name)
-            for (feature, kind), n in sorted(w.violations.items(), key=lambda kv: -kv[1])[:8]:
-                table.add_row(feature, kind, f"{n:.0f}")
-            out.append(table)
+    def _tables(
+        self, w: Interval, total: Interval | None, drift: list[str]
+    ) -> list[RenderableType]:
+        recent = f"last {w.seconds:.0f} s"
+        traffic = Table(title="sidecar", title_justify="left")
+        for name in ("", recent, "this scenario"):
+            traffic.add_column(name)
+        t = total or w
+        traffic.add_row("requests/s", _rate(w.rate), _rate(t.rate))
+        traffic.add_row("latency p50", _ms(w.p50), _ms(t.p50))
+        traffic.add_row("latency p99", _ms(w.p99), _ms(t.p99))
+        traffic.add_row("status", _counts(w.statuses, "\n"), _counts(t.statuses, "\n"))
+        traffic.add_row("rejected", _counts(w.rejected, "\n"), _counts(t.rejected, "\n"))
+        if drift:
+            traffic.add_row("drift detected", ", ".join(drift), "")
+        violations = Table(title="validation violations", title_justify="left")
+        for name in ("feature", "kind", recent, "this scenario"):
+            violations.add_column(name)
+        ranked = sorted(t.violations.items(), key=lambda kv: -kv[1])[:8]
+        for (feature, kind), n in ranked:
+            violations.add_row(
+                escape(feature), kind, f"{w.violations.get((feature, kind), 0):.0f}", f"{n:.0f}"
+            )
+        grid = Table.grid(padding=(0, 2))
+        grid.add_row(traffic, violations if ranked else "")
+        out: list[RenderableType] = [grid]
         if w.shifts:
-            table = Table(title=f"top shifted bins, last {w.seconds:.0f} s vs reference")
+            shifts = Table(title=f"top shifted bins, {recent} vs reference", title_justify="left")
             for name in ("column", "bin", "share", "reference", "change"):
-                table.add_column(name)
-            for s in w.shifts:
-                table.add_row(
-                    s.column, s.bin, f"{s.share:.0%}", f"{s.reference:.0%}", f"{s.change:+.0%}"
+                shifts.add_column(name)
+            for b in w.shifts:
+                shifts.add_row(
+                    escape(b.column),
+                    escape(b.bin),
+                    f"{b.share:.0%}",
+                    f"{b.reference:.0%}",
+                    f"{b.change:+.0%}",
                 )
-            out.append(table)
+            out.append(shifts)
         return out
 
     def plain_line(self) -> str:
