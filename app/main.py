@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TextIO
@@ -15,11 +16,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from pydantic import SecretStr
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import Message, Receive, Scope, Send
 
 from app import __version__
 from app.api.errors import error_body, error_response
 from app.api.models import ModelRouter
-from app.api.proxy import Proxy, ProxyLimits, passthrough, protocol_routes
+from app.api.proxy import REQUEST_ID, InferenceRoutes, Proxy, ProxyLimits, passthrough
 from app.config import Settings
 from app.errors import AuthError, ConfigError, InferSightError
 from app.monitoring.profile import Profile, load_profile
@@ -93,6 +95,38 @@ async def _probe_loop(state: AppState) -> None:
         await asyncio.sleep(state.settings.upstream.probe_interval_seconds)
 
 
+class InferSightApp(FastAPI):
+    """FastAPI for everything but the hot path: inference calls skip the middleware stack and
+    the router (about 100 µs per request), and every other response gets an `x-request-id`."""
+
+    inference: InferenceRoutes | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        if self.inference is not None and await self.inference(scope, receive, send):
+            return
+        await super().__call__(scope, receive, _with_request_id(scope, send))
+
+
+def _with_request_id(scope: Scope, send: Send) -> Send:
+    request_id = (
+        next((v for k, v in scope["headers"] if k == REQUEST_ID.encode()), None)
+        or uuid.uuid4().hex.encode()
+    )
+
+    async def wrapped(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = list(message.get("headers", []))
+            if not any(k.lower() == REQUEST_ID.encode() for k, _ in headers):
+                headers.append((REQUEST_ID.encode(), request_id))
+                message = {**message, "headers": headers}
+        await send(message)
+
+    return wrapped
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -100,7 +134,7 @@ def create_app(
     profiles: dict[str, Profile] | None = None,
     request_stream: TextIO | None = None,
     configure_logs: bool = True,
-) -> FastAPI:
+) -> InferSightApp:
     """Build the sidecar.
 
     Args:
@@ -172,7 +206,7 @@ def create_app(
             request_log.stop()
             log.info("sidecar.stopped", written=request_log.written, dropped=request_log.dropped)
 
-    app = FastAPI(
+    app = InferSightApp(
         title="InferSight",
         version=__version__,
         description="Monitoring sidecar for ML model servers.",
@@ -218,8 +252,7 @@ def create_app(
             return error_response(AuthError("a valid bearer token is required for /metrics"))
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    for route in protocol_routes(settings.protocol, proxy):
-        app.router.routes.append(route)
+    app.inference = InferenceRoutes(settings.protocol, proxy)
 
     async def forward_other(request: Request) -> Response:
         return await passthrough(request, upstream)

@@ -7,6 +7,7 @@ the body themselves.
 from __future__ import annotations
 
 import gzip
+import re
 import time
 import uuid
 import zlib
@@ -17,9 +18,9 @@ import structlog
 from multidict import CIMultiDict
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
-from app.api.errors import error_response
+from app.api.errors import error_body, error_response
 from app.api.models import ModelRouter, MonitoredModel
 from app.errors import (
     DecodeError,
@@ -276,24 +277,37 @@ def relay(answer: UpstreamResponse, request_id: str) -> Response:
     return response
 
 
-def protocol_routes(protocol: str, proxy: Proxy) -> list[Route]:
-    """The inference routes of one protocol (passthrough routes are the catch-all)."""
+_INFERENCE_PATHS: dict[str, re.Pattern[str]] = {
+    "v2": re.compile(r"^/v2/models/(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?/infer$"),
+    "v1": re.compile(r"^/v1/models/(?P<name>[^/:]+):predict$"),
+    "mlflow": re.compile(r"^/invocations$"),
+}
 
-    async def v2_infer(request: Request) -> Response:
-        p = request.path_params
-        return await proxy.handle(request, p["name"], p.get("version"))
 
-    async def v1_predict(request: Request) -> Response:
-        return await proxy.handle(request, request.path_params["name"], None)
+class InferenceRoutes:
+    """Matches a protocol's inference paths (POST only) without the framework's router."""
 
-    async def mlflow_invocations(request: Request) -> Response:
-        return await proxy.handle(request, None, None)
+    def __init__(self, protocol: str, proxy: Proxy) -> None:
+        self.pattern = _INFERENCE_PATHS[protocol]
+        self.proxy = proxy
 
-    if protocol == "v2":
-        return [
-            Route("/v2/models/{name}/infer", v2_infer, methods=["POST"]),
-            Route("/v2/models/{name}/versions/{version}/infer", v2_infer, methods=["POST"]),
-        ]
-    if protocol == "v1":
-        return [Route("/v1/models/{name}:predict", v1_predict, methods=["POST"])]
-    return [Route("/invocations", mlflow_invocations, methods=["POST"])]
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> bool:
+        """Serve the request if it is an inference call; False when it is not one."""
+        if scope["method"] != "POST":
+            return False
+        m = self.pattern.match(scope["path"])
+        if m is None:
+            return False
+        groups = m.groupdict()
+        request = Request(scope, receive)
+        try:
+            response = await self.proxy.handle(request, groups.get("name"), groups.get("version"))
+        except Exception as exc:  # never let a bug turn into a dropped connection
+            log.exception("request.unexpected_error", error=repr(exc)[:300])
+            response = Response(
+                error_body("internal_error", "unexpected error in the sidecar"),
+                status_code=500,
+                media_type="application/json",
+            )
+        await response(scope, receive, send)
+        return True

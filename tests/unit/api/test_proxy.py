@@ -348,3 +348,14 @@ async def test_metrics_token(profile: Profile) -> None:
             async with http.get(f"{sc.url}/metrics", headers={"authorization": "Bearer s3cret"}) as r:
                 assert r.status == 200
                 assert "infersight_requests_total" in await r.text()
+
+
+async def test_every_response_carries_a_request_id(profile: Profile) -> None:
+    async with StubUpstream() as up, run_sidecar(settings(up.url), {"loan": profile}) as sc:
+        async with aiohttp.ClientSession() as http:
+            for path in ("/healthz", "/metrics", "/readyz", "/openapi.json"):
+                async with http.get(sc.url + path) as r:
+                    assert r.status == 200
+                    assert len(r.headers["x-request-id"]) == 32
+            async with http.get(sc.url + "/healthz", headers={"x-request-id": "mine"}) as r:
+                assert r.headers.getall("x-request-id") == ["mine"]
