@@ -41,12 +41,38 @@ def _renderer(fmt: str) -> Processor:
     return structlog.processors.JSONRenderer(serializer=_orjson_dumps)
 
 
-def _open_sink(sink: str) -> logging.Handler:
+class DeferredFlushHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes without flushing per line; the request-log writer flushes once per batch."""
+
+    def flush(self) -> None:
+        return None
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 (stdlib name)
+        # Re-raise so the writer counts the line as dropped instead of printing a traceback.
+        raise
+
+    def flush_now(self) -> None:
+        """Flush the underlying stream."""
+        super().flush()
+
+
+class DeferredFlushFileHandler(logging.FileHandler, DeferredFlushHandler):
+    """A file sink with the same deferred flush."""
+
+
+def _open_sink(sink: str) -> DeferredFlushHandler:
     if sink == "stdout":
-        return logging.StreamHandler(sys.stdout)
+        return DeferredFlushHandler(sys.stdout)
     if sink == "stderr":
-        return logging.StreamHandler(sys.stderr)
-    return logging.FileHandler(sink, encoding="utf-8")
+        return DeferredFlushHandler(sys.stderr)
+    return DeferredFlushFileHandler(sink, encoding="utf-8")
+
+
+def flush_request_sink() -> None:
+    """Flush the request-log sink (called by the writer after each batch of lines)."""
+    for handler in logging.getLogger(REQUEST_LOGGER).handlers:
+        if isinstance(handler, DeferredFlushHandler):
+            handler.flush_now()
 
 
 def configure_logging(settings: LoggingSettings, request_stream: TextIO | None = None) -> None:
@@ -90,7 +116,7 @@ def configure_logging(settings: LoggingSettings, request_stream: TextIO | None =
     _handlers.append(app_handler)
 
     req_handler = (
-        logging.StreamHandler(request_stream) if request_stream else _open_sink(settings.sink)
+        DeferredFlushHandler(request_stream) if request_stream else _open_sink(settings.sink)
     )
     req_handler.setFormatter(formatter)
     req_logger = logging.getLogger(REQUEST_LOGGER)

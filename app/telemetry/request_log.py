@@ -7,6 +7,7 @@ queue is full the record is dropped and counted, so a slow sink never delays a r
 from __future__ import annotations
 
 import collections
+import logging
 import math
 import random
 import threading
@@ -19,7 +20,7 @@ import structlog
 
 from app.config import LoggingSettings
 from app.monitoring.batch import Batch
-from app.telemetry.logging import REQUEST_COMPLETED, REQUEST_LOGGER
+from app.telemetry.logging import REQUEST_COMPLETED, REQUEST_LOGGER, flush_request_sink
 
 REDACTED = "[redacted]"
 
@@ -131,6 +132,10 @@ class RequestLog:
                     self.written += 1
                 except Exception:  # a broken sink must not kill the writer
                     self._drop(1)
+            try:
+                flush_request_sink()
+            except Exception:
+                logging.getLogger(__name__).warning("request log sink cannot be flushed")
             if self._stop.is_set() and not queue:
                 return
 

@@ -264,9 +264,7 @@ def ensure_server_venv(name: str) -> Path:
 # --------------------------------------------------------------------------- training
 
 
-def _train(
-    python: Path, fmt: str, out: Path, *, name: str = "loan", version: str = "v1"
-) -> None:
+def _train(python: Path, fmt: str, out: Path, *, name: str = "loan", version: str = "v1") -> None:
     """Fit and save the model with the server venv's python (skipped if already there)."""
     if (out / REFERENCE_FILE).exists() and _artefact_matches(fmt, out, name, version):
         return
@@ -314,10 +312,8 @@ def _terminate(proc: subprocess.Popen[bytes]) -> None:
     """SIGTERM the process group, wait up to STOP_GRACE_S, then SIGKILL and reap."""
     if proc.poll() is None:
         _signal_group(proc, signal.SIGTERM)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=STOP_GRACE_S)
-        except subprocess.TimeoutExpired:
-            pass
     # The leader may be gone while children (e.g. MLflow's uvicorn) linger: kill the group.
     _signal_group(proc, signal.SIGKILL)
     with contextlib.suppress(subprocess.TimeoutExpired):
@@ -402,8 +398,10 @@ def _get_ok(url: str, check: Callable[[bytes], bool] | None = None) -> bool:
 
 
 def _wait_ready(
-    server: RunningServer, probes: list[tuple[str, Callable[[bytes], bool] | None]],
-    timeout: float, started: float,
+    server: RunningServer,
+    probes: list[tuple[str, Callable[[bytes], bool] | None]],
+    timeout: float,
+    started: float,
 ) -> None:
     """Poll until every probe answers 200 (and passes its check) or fail, stopping the server."""
     deadline = started + timeout
@@ -583,5 +581,7 @@ if __name__ == "__main__":  # manual smoke run: python -m tests.integration.serv
     base = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(tempfile.mkdtemp())
     for start in (start_mlserver, start_kserve, start_mlflow):
         with running(start(base)) as srv:
-            print(f"{srv.name}: {srv.url} grpc={srv.grpc_address} ready in "
-                  f"{srv.startup_seconds:.1f} s, log {srv.log_path}")
+            print(
+                f"{srv.name}: {srv.url} grpc={srv.grpc_address} ready in "
+                f"{srv.startup_seconds:.1f} s, log {srv.log_path}"
+            )

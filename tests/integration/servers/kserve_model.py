@@ -88,7 +88,6 @@ def _bind_to(host: str) -> None:
 def _to_frame(instances: Any) -> Any:
     """V1 instances (dict rows or value lists) -> DataFrame with the training columns."""
     import pandas as pd
-
     from kserve.errors import InvalidInput
 
     if not isinstance(instances, list) or not instances:
@@ -110,7 +109,6 @@ def _to_frame(instances: Any) -> Any:
 
 def _normalise(frame: Any) -> Any:
     import numpy as np
-
     from kserve.errors import InvalidInput
 
     missing = [c for c in FEATURES if c != "purpose" and c not in frame.columns]

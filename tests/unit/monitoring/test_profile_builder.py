@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from bisect import bisect_left
 from collections.abc import Mapping
@@ -77,14 +78,22 @@ class TestNumeric:
         f = describe(list(range(1, 102)), "int64")
         # Linear interpolation on 101 evenly spaced values: quantile p is 1 + 100 p.
         assert f.quantiles == pytest.approx(
-            {"p01": 2.0, "p05": 6.0, "p25": 26.0, "p50": 51.0, "p75": 76.0, "p95": 96.0, "p99": 100.0}
+            {
+                "p01": 2.0,
+                "p05": 6.0,
+                "p25": 26.0,
+                "p50": 51.0,
+                "p75": 76.0,
+                "p95": 96.0,
+                "p99": 100.0,
+            }
         )
 
     def test_1001_quantiles_length_monotone_and_exact(self) -> None:
         f = describe(list(range(1, 102)), "int64")
         q = f.quantiles_1001
         assert len(q) == N_QUANTILES == 1001
-        assert all(b >= a for a, b in zip(q, q[1:], strict=False))
+        assert all(b >= a for a, b in itertools.pairwise(q))
         assert q[0] == 1.0
         assert q[-1] == 101.0
         # Quantile k/1000 of 1..101 is 1 + k/10.
@@ -461,7 +470,9 @@ def test_built_profile_is_a_valid_document() -> None:
     n = 300
     columns = {
         "age": [int(x) for x in rng.integers(18, 90, n)],
-        "income": [None if i % 17 == 0 else float(x) for i, x in enumerate(rng.normal(5e4, 1e4, n))],
+        "income": [
+            None if i % 17 == 0 else float(x) for i, x in enumerate(rng.normal(5e4, 1e4, n))
+        ],
         "city": [str(x) for x in rng.choice(["paris", "lyon", "nice", "lille"], n)],
         "y": [int(x) for x in rng.integers(0, 2, n)],
     }

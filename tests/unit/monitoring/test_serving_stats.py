@@ -7,9 +7,9 @@ import pytest
 from app.monitoring.batch import Batch
 from app.monitoring.profile import (
     MISSING_BIN,
+    N_QUANTILES,
     OTHER_BIN,
     UNSEEN_BIN,
-    N_QUANTILES,
     PredictionProfile,
 )
 from app.monitoring.serving_stats import ModelStats, PredictionStats, histogram_buckets
@@ -19,7 +19,12 @@ from tests.unit.monitoring.factories import boolean, categorical, numeric, profi
 # quantiles_1001[k] == k, so the histogram bounds are easy to read: q(p) = 1000 p.
 LINEAR = [float(k) for k in range(N_QUANTILES)]
 SCORE = numeric(
-    "score", lo=0.0, hi=1000.0, edges=[250.0, 500.0, 750.0], mean=400.0, std=50.0,
+    "score",
+    lo=0.0,
+    hi=1000.0,
+    edges=[250.0, 500.0, 750.0],
+    mean=400.0,
+    std=50.0,
     quantiles_1001=LINEAR,
 )
 
@@ -31,13 +36,24 @@ def numeric_prediction() -> PredictionStats:
 class TestHistogramBuckets:
     def test_bounds_from_reference_quantiles(self) -> None:
         assert histogram_buckets(SCORE) == [
-            10.0, 50.0, 100.0, 200.0, 300.0, 400.0, 500.0, 600.0, 700.0, 800.0, 900.0, 950.0,
+            10.0,
+            50.0,
+            100.0,
+            200.0,
+            300.0,
+            400.0,
+            500.0,
+            600.0,
+            700.0,
+            800.0,
+            900.0,
+            950.0,
             990.0,
         ]
 
     def test_bounds_deduplicated(self) -> None:
         # Half the reference mass at 0, the rest spread 0..1: the low quantiles all equal 0.
-        q = [0.0] * 500 + [k / 500 for k in range(1, 502)]
+        q = [0.0] * 501 + [k / 500 for k in range(1, 501)]
         assert len(q) == N_QUANTILES
         f = numeric("p", lo=0.0, hi=1.0, edges=[0.5], quantiles_1001=q)
         bounds = histogram_buckets(f)

@@ -31,7 +31,11 @@ CITY = categorical(
     other_ratio=0.1,
 )
 TAG = categorical(
-    "tag", {"a": 0.5, "b": 0.4}, ["a", "b", "c"], other_ratio=0.1, domain_complete=False,
+    "tag",
+    {"a": 0.5, "b": 0.4},
+    ["a", "b", "c"],
+    other_ratio=0.1,
+    domain_complete=False,
     required=False,
 )
 FLAG = boolean("flag", true_ratio=0.25)
@@ -64,7 +68,9 @@ def rows_of(report: BatchReport, feature: str, kind: str) -> list[int]:
 
 def bins(report: BatchReport, v: Validator, feature: str) -> dict[str, int]:
     labels = v.by_name[feature].bin_labels
-    return {label: c for label, c in zip(labels, report.columns[feature].bin_counts, strict=True) if c}
+    return {
+        label: c for label, c in zip(labels, report.columns[feature].bin_counts, strict=True) if c
+    }
 
 
 BOTH = pytest.mark.parametrize("vectorize", [False, True], ids=["python", "vector"])
@@ -156,7 +162,7 @@ def test_boolean_spellings_are_not_wrong_type(prof: Profile, vectorize: bool) ->
 
 @BOTH
 def test_out_of_range_honours_tolerance_exactly(prof: Profile, vectorize: bool) -> None:
-    # Range [0, 10] with tolerance 0.5 × 10 = 5 → values in [-5, 15] are in range.
+    # Range [0, 10] with tolerance 0.5 * 10 = 5 → values in [-5, 15] are in range.
     values = [-5.0, 15.0, 15, -5, -5.000001, 15.000001, 100, -1e9, 0.0, 10.0]
     report = Validator(prof).validate(full_row_batch(len(values), age=values), vectorize=vectorize)
     assert rows_of(report, "age", "out_of_range") == [4, 5, 6, 7]
@@ -255,8 +261,18 @@ def test_unknown_feature_on_empty_batch_is_not_counted(prof: Profile) -> None:
 
 
 def test_enforce_policy_on_out_of_range() -> None:
-    p = profile([numeric("x", lo=0.0, hi=1.0, edges=[0.5], range_tolerance=0.0,
-                         policy=PolicyMap(out_of_range="enforce"))])
+    p = profile(
+        [
+            numeric(
+                "x",
+                lo=0.0,
+                hi=1.0,
+                edges=[0.5],
+                range_tolerance=0.0,
+                policy=PolicyMap(out_of_range="enforce"),
+            )
+        ]
+    )
     report = Validator(p).validate(Batch(2, {"x": [0.5, 2.0]}))
     assert report.rejected is True
     assert report.details[0].policy == "enforce"
@@ -315,10 +331,12 @@ def test_absent_required_feature_in_empty_batch(prof: Profile) -> None:
 
 def test_details_capped_with_enforced_first() -> None:
     # Profile order puts the observed feature first, so enforced ones are found later.
-    p = profile([
-        numeric("obs", lo=0.0, hi=1.0, edges=[0.5], range_tolerance=0.0),
-        numeric("enf", lo=0.0, hi=1.0, edges=[0.5]),
-    ])
+    p = profile(
+        [
+            numeric("obs", lo=0.0, hi=1.0, edges=[0.5], range_tolerance=0.0),
+            numeric("enf", lo=0.0, hi=1.0, edges=[0.5]),
+        ]
+    )
     n = 150
     batch = Batch(n, {"obs": [5.0] * n, "enf": [0.5] * 140 + ["bad"] * 10})
     report = Validator(p).validate(batch)
@@ -339,7 +357,10 @@ def test_enforced_details_sorted_by_row_column_level_first(prof: Profile) -> Non
     del batch.columns["age"]
     report = Validator(prof).validate(batch)
     assert [(d.row, d.feature) for d in report.details] == [
-        (None, "age"), (0, "flag"), (0, "note"), (2, "note"),
+        (None, "age"),
+        (0, "flag"),
+        (0, "note"),
+        (2, "note"),
     ]
 
 
@@ -388,9 +409,7 @@ def test_categorical_boolean_text_bin_labels(prof: Profile) -> None:
 def test_text_bins_by_token_count(prof: Profile, vectorize: bool) -> None:
     v = Validator(prof)
     values = ["", "one", "one two", "a b c", "a, b, c, d, e!", "1 2 3 4 5 6", "...", None]
-    report = v.validate(
-        full_row_batch(len(values), note=values), vectorize=vectorize
-    )
+    report = v.validate(full_row_batch(len(values), note=values), vectorize=vectorize)
     # Token counts 0, 1, 2 | 3, 5 | 6; "..." has no tokens; None is missing (required).
     assert bins(report, v, "note") == {"00": 4, "01": 2, "02": 1, MISSING_BIN: 1}
     assert rows_of(report, "note", "missing") == [7]
@@ -454,7 +473,11 @@ SCALARS = st.one_of(
     st.sampled_from(["paris", "lyon", "nice", "3", "a", "c", "zz", "yes", "no", "", "one two"]),
     st.text(max_size=12),
 )
-VALUES = st.one_of(SCALARS, st.lists(SCALARS, max_size=3), st.dictionaries(st.text(max_size=2), SCALARS, max_size=1))
+VALUES = st.one_of(
+    SCALARS,
+    st.lists(SCALARS, max_size=3),
+    st.dictionaries(st.text(max_size=2), SCALARS, max_size=1),
+)
 PROPERTY_PROFILE = profile([AGE, INCOME, CITY, TAG, FLAG, NOTE])
 PROPERTY_VALIDATOR = Validator(PROPERTY_PROFILE, unknown_features="enforce")
 

@@ -86,3 +86,20 @@ def test_summaries_and_redaction() -> None:
         {"a": 1, "secret": "[redacted]"},
         {"a": 2, "secret": "[redacted]"},
     ]
+
+
+def test_a_failing_sink_counts_dropped_lines() -> None:
+    class Broken(io.StringIO):
+        def write(self, s: str) -> int:
+            raise OSError("disk full")
+
+    configure_logging(LoggingSettings(), request_stream=Broken())
+    dropped: list[int] = []
+    log = RequestLog(LoggingSettings(), on_drop=dropped.append)
+    log.start()
+    for i in range(3):
+        log.submit({"request_id": str(i)})
+    log.stop()
+    assert sum(dropped) == 3
+    assert log.written == 0
+    configure_logging(LoggingSettings())
