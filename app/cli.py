@@ -257,10 +257,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         code: int = args.func(args, console)
     except (ProfileError, ConfigError) as exc:
-        Console(stderr=True).print(f"[red]error:[/red] {exc.message}", highlight=False)
+        print(f"error: {exc.message}", file=sys.stderr)
         return 2
     except InferSightError as exc:
-        Console(stderr=True).print(f"[red]error:[/red] {exc.message}", highlight=False)
+        print(f"error: {exc.message}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

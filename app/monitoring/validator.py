@@ -56,6 +56,12 @@ def _json_safe(value: Any) -> Any:
         return "NaN"
     if isinstance(value, float) and value in (float("inf"), float("-inf")):
         return "Infinity" if value > 0 else "-Infinity"
+    if type(value) is int and not -(2**63) <= value < 2**64:
+        # JSON encoders like orjson refuse integers outside 64 bits: send their text instead.
+        try:
+            value = str(value)
+        except ValueError:  # more digits than int → str allows
+            return "<integer too large>"
     if isinstance(value, str) and len(value) > 200:
         return value[:200] + "…"
     if isinstance(value, (list, dict)):

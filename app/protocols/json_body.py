@@ -21,12 +21,15 @@ def loads(body: bytes) -> Any:
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        if b"NaN" in body or b"Infinity" in body:
-            try:
-                return json.loads(body)
-            except (ValueError, RecursionError):
-                pass
-        raise DecodeError(f"body is not valid JSON: {exc}") from None
+        first_error = exc
+    # orjson refuses NaN/Infinity literals and numbers beyond float64/int64 that the standard
+    # library reads; only bodies orjson refused pay for the second parse.
+    try:
+        return json.loads(body)
+    except RecursionError:
+        raise DecodeError("body is nested too deeply") from None
+    except (ValueError, UnicodeDecodeError):
+        raise DecodeError(f"body is not valid JSON: {first_error}") from None
 
 
 def require_object(doc: Any, what: str = "body") -> dict[str, Any]:

@@ -32,7 +32,12 @@ def _timestamp_if_absent(_: WrappedLogger, __: str, event_dict: EventDict) -> Ev
 
 
 def _orjson_dumps(obj: Any, **_: Any) -> str:
-    return orjson.dumps(obj, default=repr, option=orjson.OPT_NON_STR_KEYS).decode()
+    try:
+        return orjson.dumps(obj, default=repr, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:  # e.g. integers beyond 64 bits in logged payloads
+        import json
+
+        return json.dumps(obj, default=repr)
 
 
 def _renderer(fmt: str) -> Processor:

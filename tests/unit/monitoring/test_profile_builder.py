@@ -336,8 +336,8 @@ class TestKinds:
                 "y": [0, 1, 0, 1],
             }
         )
-        columns = {c: df[c].astype(object).tolist() for c in df.columns}
-        dtypes = {c: str(t) for c, t in df.dtypes.items()}
+        columns = {str(c): df[c].astype(object).tolist() for c in df.columns}
+        dtypes = {str(c): str(t) for c, t in df.dtypes.items()}
         p, _ = build(columns, dtypes)
         assert {f.name: f.kind for f in p.features} == {
             "flag": "boolean",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -17,6 +18,7 @@ from app.monitoring.profile import (
     UNSEEN_BIN,
     PolicyMap,
     Profile,
+    ViolationKind,
 )
 from app.monitoring.validator import MAX_DETAILS, BatchReport, Validator
 from tests.unit.monitoring.factories import boolean, categorical, numeric, profile, text
@@ -62,8 +64,8 @@ def full_row_batch(n: int = 1, **overrides: list[Any]) -> Batch:
     return Batch(n, columns)
 
 
-def rows_of(report: BatchReport, feature: str, kind: str) -> list[int]:
-    return report.columns[feature].violations.get(kind, [])  # type: ignore[call-overload]
+def rows_of(report: BatchReport, feature: str, kind: ViolationKind) -> list[int]:
+    return report.columns[feature].violations.get(kind, [])
 
 
 def bins(report: BatchReport, v: Validator, feature: str) -> dict[str, int]:
@@ -225,6 +227,21 @@ def test_non_finite_numbers(prof: Profile, vectorize: bool) -> None:
     assert details[1]["value"] == "NaN"
     assert details[2]["value"] == "Infinity"
     assert details[3]["value"] == "-Infinity"
+
+
+def test_details_of_non_finite_values_serialise_with_orjson() -> None:
+    # The sidecar renders error details with orjson, which refuses ints beyond 64 bits.
+    p = profile([numeric("x", edges=[50.0])])
+    values = [10**400, -(2**64), 2**64 - 1, float("nan"), "y" * 300]
+    report = Validator(p).validate(Batch(len(values), {"x": values}))
+    details = [d.as_detail() for d in report.details]
+    decoded = orjson.loads(orjson.dumps(details))
+    by_row = {d["row"]: d["value"] for d in decoded}
+    assert by_row[0] == ("1" + "0" * 199 + "…")  # 401 digits, truncated like any long text
+    assert by_row[1] == str(-(2**64))
+    assert by_row[2] == 2**64 - 1  # still fits: kept as a number
+    assert by_row[3] == "NaN"
+    assert by_row[4] == "y" * 200 + "…"
 
 
 def test_nan_is_missing_for_categorical_boolean_and_text(prof: Profile) -> None:

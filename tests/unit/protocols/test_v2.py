@@ -278,12 +278,17 @@ class TestRequestErrors:
         with pytest.raises(DecodeError, match="nested deeper than 32 levels"):
             decode({"inputs": [tensor("age", [1] * 40, "INT64", data)]})
 
-    def test_nesting_below_the_limit_is_fine(self) -> None:
+    @pytest.mark.parametrize(("depth", "ok"), [(20, True), (32, True), (33, False)])
+    def test_nesting_limit_boundary(self, depth: int, ok: bool) -> None:
         data: Any = 1
-        for _ in range(20):
+        for _ in range(depth):
             data = [data]
-        batch = decode({"inputs": [tensor("age", [1] * 20, "INT64", data)]})
-        assert batch.columns == {"age": [1]}
+        doc = {"inputs": [tensor("age", [1] * depth, "INT64", data)]}
+        if ok:
+            assert decode(doc).columns == {"age": [1]}
+        else:
+            with pytest.raises(DecodeError, match="nested deeper than 32 levels"):
+                decode(doc)
 
     def test_pathological_json_depth(self) -> None:
         with pytest.raises(DecodeError):
@@ -327,6 +332,11 @@ class TestResponses:
         raw = response(tensor("proba", [1, 2], "FP32", [[0.4, 0.6]]))
         with pytest.raises(DecodeError, match="output column 2 is outside its 2 columns"):
             v2.decode_response(raw, None, 2)
+
+    def test_zero_width_output(self) -> None:
+        raw = response(tensor("proba", [2, 0], "FP32", []))
+        with pytest.raises(DecodeError, match="outside its 0 columns"):
+            v2.decode_response(raw, None, None)
 
     def test_column_ignored_for_1d_output(self) -> None:
         raw = response(tensor("y", [3], "FP64", [1.0, 2.0, 3.0]))
