@@ -172,7 +172,8 @@ def shifted_bins(cur: Snapshot, prev: Snapshot | None, top: int = 6) -> list[Bin
     found += _shifts(
         cur, prev, PREDICTION_BINS, REFERENCE_PREDICTION_BINS, "output", " (prediction)"
     )
-    return sorted(found, key=lambda s: -abs(s.change))[:top]
+    # Largest moves first; on a tie the bin that grew (what arrived) before the one that shrank.
+    return sorted(found, key=lambda s: (-round(abs(s.change), 6), -s.change))[:top]
 
 
 def drifting(snap: Snapshot) -> list[str]:
@@ -254,7 +255,7 @@ class ScenarioResult:
         if self.seen.violations:
             (feature, kind), n = max(self.seen.violations.items(), key=lambda kv: kv[1])
             parts.append(f"{kind} on {feature} x{n:.0f}")
-        parts.append(f"p99 {_ms(self.seen.p99)}")
+        parts.append(f"p50 {_ms(self.seen.p50)} p99 {_ms(self.seen.p99)}")
         return "; ".join(parts)
 
 

@@ -11,14 +11,18 @@ import asyncio
 import hashlib
 import os
 import shlex
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from types import FrameType
 from typing import IO, Any
 
 import aiohttp
@@ -324,18 +328,37 @@ async def _main(
     return 0
 
 
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def _terminate_like_ctrl_c() -> Iterator[None]:
+    """SIGTERM and SIGHUP stop the demo like Ctrl-C, so the sidecar is always terminated."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def run_demo(options: DemoOptions) -> int:
     """Run the demo; returns the process exit code."""
     console = Console()
     workdir = (options.workdir or Path.cwd() / ".demo").resolve()
-    console.print(f"training the demo model and building its profile in {workdir} ...")
-    artifacts = prepare(workdir, options.seed, console)
     model_server: BackgroundServer | None = None
     sidecar: Sidecar | None = None
     try:
-        model_server = start_model_server(artifacts, options.model_port, console)
-        sidecar = start_sidecar(model_server.url, artifacts, options.sidecar_port, console)
-        return asyncio.run(_main(options, artifacts, sidecar, model_server.url, console))
+        with _terminate_like_ctrl_c():
+            console.print(f"training the demo model and building its profile in {workdir} ...")
+            artifacts = prepare(workdir, options.seed, console)
+            model_server = start_model_server(artifacts, options.model_port, console)
+            sidecar = start_sidecar(model_server.url, artifacts, options.sidecar_port, console)
+            return asyncio.run(_main(options, artifacts, sidecar, model_server.url, console))
     except KeyboardInterrupt:
         console.print("stopped")
         return 0 if options.no_traffic else 130

@@ -71,7 +71,7 @@ class TrafficConfig:
     url: str
     """Base URL (scheme, host, port) of the server that receives the traffic."""
     model: str = MODEL_NAME
-    rate: float = 25.0
+    rate: float = 15.0
     """Requests per second (an upper bound: concurrency may hold it back)."""
     concurrency: int = 16
     max_batch: int = 32
