@@ -33,9 +33,7 @@ def main() -> None:
             headers={"content-type": request.headers.get("content-type", "application/json")},
         ) as resp:
             payload = await resp.read()
-            return web.Response(
-                body=payload, status=resp.status, content_type=resp.content_type
-            )
+            return web.Response(body=payload, status=resp.status, content_type=resp.content_type)
 
     app = web.Application()
     app.on_startup.append(start)

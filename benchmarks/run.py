@@ -41,7 +41,11 @@ def free_port() -> int:
 
 
 def taskset(cpu: int) -> list[str]:
-    return ["taskset", "-c", str(cpu)] if shutil.which("taskset") and os.cpu_count() and os.cpu_count() > 1 else []  # type: ignore[operator]
+    return (
+        ["taskset", "-c", str(cpu)]
+        if shutil.which("taskset") and os.cpu_count() and os.cpu_count() > 1
+        else []
+    )  # type: ignore[operator]
 
 
 def wait_http(url: str, timeout: float = 60) -> None:
@@ -57,7 +61,9 @@ def wait_http(url: str, timeout: float = 60) -> None:
 
 
 @contextlib.contextmanager
-def process(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
+def process(
+    cmd: list[str], log: Path, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
     with log.open("wb") as fh:
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
         try:
@@ -95,7 +101,12 @@ def build_profile(workdir: Path) -> Path:
     from app.monitoring.profile_builder import build_profile as build
 
     cols = generate(3000, seed=0)
-    dtypes = {"age": "int64", "monthly_income": "float64", "loan_amount": "float64", "has_mortgage": "bool"}
+    dtypes = {
+        "age": "int64",
+        "monthly_income": "float64",
+        "loan_amount": "float64",
+        "has_mortgage": "bool",
+    }
     cols = {f: cols[f] for f in [*FEATURES, "default"]}
     cols["predicted"] = cols["default"]
     profile, _ = build(
@@ -128,15 +139,29 @@ def _ms(value: str, unit: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
-def run_wrk(url: str, body_file: Path, connections: int, seconds: float) -> tuple[float, float, float, int]:
+def run_wrk(
+    url: str, body_file: Path, connections: int, seconds: float
+) -> tuple[float, float, float, int]:
     script = body_file.with_suffix(".lua")
     script.write_text(
         'wrk.method = "POST"\n'
         'wrk.headers["Content-Type"] = "application/json"\n'
         f'local f = io.open("{body_file}", "rb")\nwrk.body = f:read("*a")\nf:close()\n'
     )
-    cmd = [*taskset(0), "wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency", "-s", str(script), url]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 30, check=True).stdout
+    cmd = [
+        *taskset(0),
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{seconds:g}s",
+        "--latency",
+        "-s",
+        str(script),
+        url,
+    ]
+    out = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=seconds + 30, check=True
+    ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     lat = {q: _ms(v, u) for q, v, u in _LAT.findall(out)}
     errors = 0
@@ -162,7 +187,9 @@ def rss_bytes(pid: int) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seconds", type=float, default=5.0, help="length of one round")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per cell")
     parser.add_argument("--connections", default="1,64")
@@ -189,7 +216,11 @@ def main(argv: list[str] | None = None) -> int:
                  "--protocol", "v2", "--profile", str(profile), "--port", str(side_port)],
                 work / "sidecar.log", env) as side,
     ):  # fmt: skip
-        for port, path in ((up_port, "/v2/health/ready"), (bare_port, "/v2/health/ready"), (side_port, "/readyz")):
+        for port, path in (
+            (up_port, "/v2/health/ready"),
+            (bare_port, "/v2/health/ready"),
+            (side_port, "/readyz"),
+        ):
             wait_http(f"http://127.0.0.1:{port}{path}")
         targets = {
             "direct": (f"http://127.0.0.1:{up_port}/v2/models/loan/infer", None),
@@ -207,11 +238,18 @@ def main(argv: list[str] | None = None) -> int:
                         used = (cpu_seconds(pid) - before) if pid else 0.0
                         per_request = used / max(1.0, rps * args.seconds)
                         results.append(Round(name, c, rows, rps, p50, p99, errors, per_request))
-                        print(f"  {name:11s} c={c:<3d} rows={rows:<3d} {rps:9.0f} req/s  p50 {p50:7.2f} ms  p99 {p99:7.2f} ms  errors {errors}", flush=True)
+                        print(
+                            f"  {name:11s} c={c:<3d} rows={rows:<3d} {rps:9.0f} req/s  p50 {p50:7.2f} ms  p99 {p99:7.2f} ms  errors {errors}",
+                            flush=True,
+                        )
         rss = {"bare proxy": rss_bytes(bare.pid), "infersight": rss_bytes(side.pid)}
     report = summarize(results, rss)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    (RESULTS / f"bench-{stamp}.json").write_text(json.dumps({"rounds": [asdict(r) for r in results], "summary": report, "rss_bytes": rss}, indent=2))
+    (RESULTS / f"bench-{stamp}.json").write_text(
+        json.dumps(
+            {"rounds": [asdict(r) for r in results], "summary": report, "rss_bytes": rss}, indent=2
+        )
+    )
     md = to_markdown(report, rss, args)
     (RESULTS / f"bench-{stamp}.md").write_text(md)
     print(md)
@@ -222,8 +260,13 @@ def summarize(results: list[Round], rss: dict[str, int]) -> list[dict[str, Any]]
     cells: list[dict[str, Any]] = []
     keys = sorted({(r.rows, r.connections) for r in results})
     for rows, c in keys:
+
         def med(target: str, attr: str, rows: int = rows, c: int = c) -> float:
-            return statistics.median(getattr(r, attr) for r in results if (r.target, r.rows, r.connections) == (target, rows, c))
+            return statistics.median(
+                getattr(r, attr)
+                for r in results
+                if (r.target, r.rows, r.connections) == (target, rows, c)
+            )
 
         direct, bare, side = (med(t, "rps") for t in ("direct", "bare proxy", "infersight"))
         bare_cpu = med("bare proxy", "cpu_seconds")
@@ -245,7 +288,7 @@ def summarize(results: list[Round], rss: dict[str, int]) -> list[dict[str, Any]]
 
 def to_markdown(cells: list[dict[str, Any]], rss: dict[str, int], args: argparse.Namespace) -> str:
     lines = [
-        f"# InferSight overhead — stub V2 upstream, {args.rounds}×{args.seconds:g}s alternating rounds (medians)",
+        f"# InferSight overhead — stub V2 upstream, {args.rounds} x {args.seconds:g}s alternating rounds (medians)",
         "",
         "| rows | conns | direct req/s | bare proxy | InferSight | vs direct | vs bare | +p50 ms | +p99 ms | CPU µs/req over bare | errors |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -256,7 +299,11 @@ def to_markdown(cells: list[dict[str, Any]], rss: dict[str, int], args: argparse
             f"{c['ratio_vs_direct']:.2f}x | {c['ratio_vs_bare']:.2f}x | {c['added_p50_ms']:.2f} | {c['added_p99_ms']:.2f} | "
             f"{c['cpu_us_per_request_over_bare']:.0f} | {c['errors']} |"
         )
-    lines += ["", f"RSS after the run: bare proxy {rss.get('bare proxy', 0) / 2**20:.0f} MiB, InferSight {rss.get('infersight', 0) / 2**20:.0f} MiB", ""]
+    lines += [
+        "",
+        f"RSS after the run: bare proxy {rss.get('bare proxy', 0) / 2**20:.0f} MiB, InferSight {rss.get('infersight', 0) / 2**20:.0f} MiB",
+        "",
+    ]
     return "\n".join(lines)
 
 

@@ -17,7 +17,9 @@ def _answer(n: int) -> bytes:
             {
                 "model_name": "loan",
                 "model_version": "v1",
-                "outputs": [{"name": "predict", "shape": [n], "datatype": "INT64", "data": [0] * n}],
+                "outputs": [
+                    {"name": "predict", "shape": [n], "datatype": "INT64", "data": [0] * n}
+                ],
             }
         ).encode()
         _ANSWER_CACHE[n] = body

@@ -47,11 +47,12 @@ make_venv() {
     rm -rf "$venv"
     "$PYTHON" -m venv --without-pip "$venv"
     "$venv/bin/python" - "$venv" <<'PY'
-import hashlib, json, os, subprocess, sys, tempfile, urllib.request
-with urllib.request.urlopen("https://pypi.org/pypi/pip/json", timeout=60) as r:
+import hashlib, json, os, subprocess, sys, tempfile, urllib.parse, urllib.request
+api = "https://pypi.org/pypi/pip/json"
+with urllib.request.urlopen(api, timeout=60) as r:
     info = json.load(r)
 wheel = next(u for u in info["urls"] if u["filename"].endswith("-py3-none-any.whl"))
-with urllib.request.urlopen(wheel["url"], timeout=120) as r:
+with urllib.request.urlopen(urllib.parse.urljoin(api, wheel["url"]), timeout=120) as r:
     data = r.read()
 if hashlib.sha256(data).hexdigest() != wheel["digests"]["sha256"]:
     sys.exit("pip wheel: sha256 mismatch")
@@ -68,7 +69,13 @@ install_one() {
     local venv="$VENVS/$name"
     local stamp="$venv/.requirements.sha256"
     local log="$VENVS/$name.log"
-    local want
+    local want lockfd
+    # One builder per venv at a time (parallel test sessions, a second bootstrap run...).
+    exec {lockfd}>"$VENVS/$name.lock"
+    if ! flock -w "$PIP_TIMEOUT_S" "$lockfd"; then
+        echo "timed out waiting for $VENVS/$name.lock" > "$VENVS/$name.log"
+        return 1
+    fi
     want="$(sha256sum "$req" | cut -d' ' -f1)"
     if [[ $force -eq 0 && -f "$stamp" && "$(cat "$stamp")" == "$want" ]] \
         && "$venv/bin/python" -c "import sys" >/dev/null 2>&1; then

@@ -24,7 +24,10 @@ def loan_profile(n: int = 2000, seed: int = 0, name: str = "loan") -> Profile:
     """A profile of the synthetic loan data (prediction section from a score column)."""
     cols = generate(n, seed)
     # A deterministic stand-in for a model's score, so the prediction section is numeric.
-    cols["score"] = [min(1.0, a / 100 + (0.3 if d else 0.0)) for a, d in zip(cols["age"], cols["default"], strict=True)]
+    cols["score"] = [
+        min(1.0, a / 100 + (0.3 if d else 0.0))
+        for a, d in zip(cols["age"], cols["default"], strict=True)
+    ]
     dtypes = {**DTYPES, "score": "float64"}
     profile, _ = build_profile(
         cols,

@@ -21,10 +21,12 @@ from tests.integration.servers.harness import RunningServer
 def _serve(
     name: str, start: Callable[[Path], RunningServer], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningServer]:
+    reason = None
     try:
         harness.ensure_server_venv(name)
     except RuntimeError as exc:
         reason = f"{name} server venv unavailable: {exc}"
+    if reason is not None:
         if os.environ.get("CI") == "true":
             pytest.fail(reason, pytrace=False)
         pytest.skip(reason)

@@ -148,9 +148,14 @@ async def test_mlserver_v2_byte_identical_counters_and_logs(mlserver: RunningSer
 
     ok = (("model", "loan"), ("protocol", "v2"), ("status", "2xx"))
     assert m[("infersight_requests_total", ok)] == 5
-    assert m[("infersight_requests_total", (("model", "loan"), ("protocol", "v2"), ("status", "4xx")))] == 1
+    assert (
+        m[("infersight_requests_total", (("model", "loan"), ("protocol", "v2"), ("status", "4xx")))]
+        == 1
+    )
     assert m[("infersight_rows_total", (("model", "loan"),))] == sent_rows + 3
-    assert m[("infersight_rejected_requests_total", (("model", "loan"), ("reason", "enforce")))] == 1
+    assert (
+        m[("infersight_rejected_requests_total", (("model", "loan"), ("reason", "enforce")))] == 1
+    )
     assert m[("infersight_rejected_rows_total", (("model", "loan"),))] == 3
     wrong = (("feature", "age"), ("kind", "wrong_type"), ("model", "loan"))
     assert m[("infersight_validation_violations_total", wrong)] == 1
@@ -162,7 +167,15 @@ async def test_mlserver_v2_byte_identical_counters_and_logs(mlserver: RunningSer
         if name == "infersight_feature_bin_total" and ("feature", "employment") in lab
     )  # fmt: skip
     assert bins == sent_rows + 3
-    assert m[("infersight_requests_total", (("model", "__other__"), ("protocol", "v2"), ("status", "4xx")))] == 1
+    assert (
+        m[
+            (
+                "infersight_requests_total",
+                (("model", "__other__"), ("protocol", "v2"), ("status", "4xx")),
+            )
+        ]
+        == 1
+    )
 
     assert len(lines) == 7
     by_id = {line["request_id"]: line for line in lines}
@@ -181,7 +194,9 @@ async def test_kserve_v1_instances(kserve_server: RunningServer) -> None:
         assert status == 200, body
         predicted = json.loads(body)["predictions"]
     profile = profile_from_predictions(train, predicted, "predictions")
-    settings = Settings(protocol="v1", upstream=UpstreamSettings(url=kserve_server.url, timeout_seconds=10))
+    settings = Settings(
+        protocol="v1", upstream=UpstreamSettings(url=kserve_server.url, timeout_seconds=10)
+    )
     async with run_sidecar(settings, {"loan": profile}) as sc, aiohttp.ClientSession() as http:
         for size in (1, 7, 16):
             body = json.dumps({"instances": rows[:size]}).encode()
@@ -199,7 +214,13 @@ async def test_kserve_v1_instances(kserve_server: RunningServer) -> None:
     assert metric(sc, "infersight_rows_total", model="loan") == 25
     assert metric(sc, "infersight_requests_total", model="loan", protocol="v1", status="2xx") == 3
     total = sum(
-        metric(sc, "infersight_prediction_class_total", model="loan", output="predictions", **{"class": c})
+        metric(
+            sc,
+            "infersight_prediction_class_total",
+            model="loan",
+            output="predictions",
+            **{"class": c},
+        )
         for c in ("0", "1")
     )
     assert total == 24
@@ -219,7 +240,9 @@ async def test_mlflow_invocations_formats(mlflow_server: RunningServer) -> None:
         assert status == 200, body
         predicted = json.loads(body)["predictions"]
     profile = profile_from_predictions(train, predicted, "predictions")
-    settings = Settings(protocol="mlflow", upstream=UpstreamSettings(url=mlflow_server.url, timeout_seconds=20))
+    settings = Settings(
+        protocol="mlflow", upstream=UpstreamSettings(url=mlflow_server.url, timeout_seconds=20)
+    )
     records = json.dumps(
         {"dataframe_records": [{f: train[f][i] for f in FEATURES} for i in range(4)]}
     ).encode()

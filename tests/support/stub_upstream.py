@@ -65,7 +65,11 @@ def build_app(state: StubState) -> web.Application:
     async def infer(request: web.Request) -> web.StreamResponse:
         body = await request.read()
         state.requests.append(
-            {"path": request.path, "body": body, "headers": {k.lower(): v for k, v in request.headers.items()}}
+            {
+                "path": request.path,
+                "body": body,
+                "headers": {k.lower(): v for k, v in request.headers.items()},
+            }
         )
         bad = await fault(request)
         if bad is not None:
@@ -93,7 +97,11 @@ def build_app(state: StubState) -> web.Application:
     async def predict_v1(request: web.Request) -> web.StreamResponse:
         body = await request.read()
         state.requests.append(
-            {"path": request.path, "body": body, "headers": {k.lower(): v for k, v in request.headers.items()}}
+            {
+                "path": request.path,
+                "body": body,
+                "headers": {k.lower(): v for k, v in request.headers.items()},
+            }
         )
         bad = await fault(request)
         if bad is not None:
@@ -104,7 +112,11 @@ def build_app(state: StubState) -> web.Application:
     async def invocations(request: web.Request) -> web.StreamResponse:
         body = await request.read()
         state.requests.append(
-            {"path": request.path, "body": body, "headers": {k.lower(): v for k, v in request.headers.items()}}
+            {
+                "path": request.path,
+                "body": body,
+                "headers": {k.lower(): v for k, v in request.headers.items()},
+            }
         )
         bad = await fault(request)
         if bad is not None:

@@ -24,7 +24,9 @@ def train_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def test_profile_build_from_csv_and_show(train_csv: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_profile_build_from_csv_and_show(
+    train_csv: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "profile.json"
     code = main([
         "profile", "build", str(train_csv), "--target", "default", "--prediction", "score",
@@ -58,7 +60,9 @@ def test_profile_build_from_csv_and_show(train_csv: Path, tmp_path: Path, capsys
     assert "model loan 3" in capsys.readouterr().out
 
 
-def test_profile_build_from_parquet_with_overrides(train_csv: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_profile_build_from_parquet_with_overrides(
+    train_csv: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     parquet = tmp_path / "train.parquet"
     pd.read_csv(train_csv).to_parquet(parquet)
     schema = tmp_path / "schema.yaml"
@@ -85,7 +89,9 @@ def test_profile_build_from_parquet_with_overrides(train_csv: Path, tmp_path: Pa
     assert profile.prediction.source == "target"
 
 
-def test_check_reports_violations(train_csv: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_check_reports_violations(
+    train_csv: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "p.json"
     assert main(["profile", "build", str(train_csv), "--target", "default", "-o", str(out)]) == 0
     bad = tmp_path / "bad.csv"
@@ -105,9 +111,11 @@ def test_check_reports_violations(train_csv: Path, tmp_path: Path, capsys: pytes
     [
         ("{not json", "not valid JSON"),
         ('{"format_version": 7}', "format_version"),
-        ('{"format_version": 1, "model": {"name": "m"}, "created_at": "2026-01-01T00:00:00Z", '
-         '"data_hash": "x", "n_rows": 1, "features": [{"name": "a", "kind": "numeric"}]}',
-         "features[0](a).min"),
+        (
+            '{"format_version": 1, "model": {"name": "m"}, "created_at": "2026-01-01T00:00:00Z", '
+            '"data_hash": "x", "n_rows": 1, "features": [{"name": "a", "kind": "numeric"}]}',
+            "features[0](a).min",
+        ),
     ],
 )
 def test_bad_profile_fails_with_one_clear_line(tmp_path: Path, content: str, needle: str) -> None:

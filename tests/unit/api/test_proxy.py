@@ -121,7 +121,19 @@ async def test_counters_equal_what_was_sent(profile: Profile) -> None:
         assert m[("infersight_requests_total", labels)] == 3
         assert m[("infersight_rows_total", (("model", "loan"),))] == 6
         viol = "infersight_validation_violations_total"
-        assert m[(viol, (("feature", "marital_status"), ("kind", "unknown_category"), ("model", "loan")))] == 3
+        assert (
+            m[
+                (
+                    viol,
+                    (
+                        ("feature", "marital_status"),
+                        ("kind", "unknown_category"),
+                        ("model", "loan"),
+                    ),
+                )
+            ]
+            == 3
+        )
         assert m[(viol, (("feature", "age"), ("kind", "out_of_range"), ("model", "loan")))] == 3
         assert m[(viol, (("feature", "age"), ("kind", "wrong_type"), ("model", "loan")))] == 0
         unseen = (("bin", "__unseen__"), ("feature", "marital_status"), ("model", "loan"))
@@ -138,7 +150,10 @@ async def test_counters_equal_what_was_sent(profile: Profile) -> None:
         pred = (("model", "loan"), ("output", "predict"))
         assert m[("infersight_prediction_count", pred)] == 6
         assert m[("infersight_prediction_sum", pred)] == pytest.approx(3.0)
-        assert ("infersight_upstream_duration_seconds_count", (("model", "loan"), ("outcome", "ok"))) in m
+        assert (
+            "infersight_upstream_duration_seconds_count",
+            (("model", "loan"), ("outcome", "ok")),
+        ) in m
         assert len(sc.log_lines()) == 3
 
 
@@ -164,13 +179,20 @@ async def test_enforced_violation_is_422_naming_row_feature_kind_and_not_forward
             "forty",
         )
         assert up.state.requests == []
-        assert sc.sample("infersight_rejected_requests_total", {"model": "loan", "reason": "enforce"}) == 1
+        assert (
+            sc.sample("infersight_rejected_requests_total", {"model": "loan", "reason": "enforce"})
+            == 1
+        )
         assert sc.sample("infersight_rejected_rows_total", {"model": "loan"}) == 2
         # Bins count every decoded row, rejected or not.
         assert sc.sample("infersight_rows_total", {"model": "loan"}) == 2
-        assert sc.sample(
-            "infersight_feature_bin_total", {"model": "loan", "feature": "age", "bin": "__unseen__"}
-        ) == 1
+        assert (
+            sc.sample(
+                "infersight_feature_bin_total",
+                {"model": "loan", "feature": "age", "bin": "__unseen__"},
+            )
+            == 1
+        )
         (line,) = sc.log_lines()
         assert line["status"] == 422
         assert line["rejected"] == "enforce"
@@ -183,8 +205,14 @@ async def test_enforced_violation_is_422_naming_row_feature_kind_and_not_forward
         (b"{not json", "not valid JSON"),
         (b"[]", "JSON object"),
         (b'{"inputs": []}', "non-empty 'inputs'"),
-        (b'{"inputs": [{"name": "age", "shape": [2], "datatype": "INT64", "data": [1]}]}', "needs 2"),
-        (b'{"inputs": [{"name": "age", "shape": [1], "datatype": "INT99", "data": [1]}]}', "datatype"),
+        (
+            b'{"inputs": [{"name": "age", "shape": [2], "datatype": "INT64", "data": [1]}]}',
+            "needs 2",
+        ),
+        (
+            b'{"inputs": [{"name": "age", "shape": [1], "datatype": "INT99", "data": [1]}]}',
+            "datatype",
+        ),
     ],
 )
 async def test_undecodable_body_is_400_and_not_forwarded(
@@ -198,22 +226,35 @@ async def test_undecodable_body_is_400_and_not_forwarded(
         assert err["type"] == "decode_error"
         assert needle in err["message"]
         assert up.state.requests == []
-        assert sc.sample("infersight_rejected_requests_total", {"model": "loan", "reason": "decode"}) == 1
+        assert (
+            sc.sample("infersight_rejected_requests_total", {"model": "loan", "reason": "decode"})
+            == 1
+        )
 
 
 async def test_body_and_row_limits_are_413(profile: Profile) -> None:
     limits = ValidationSettings(max_body_bytes=2048, max_rows=3)
-    async with StubUpstream() as up, run_sidecar(settings(up.url, validation=limits), {"loan": profile}) as sc:
+    async with (
+        StubUpstream() as up,
+        run_sidecar(settings(up.url, validation=limits), {"loan": profile}) as sc,
+    ):
         async with aiohttp.ClientSession() as http:
             big = v2_request([good_row(purpose="x" * 3000)])
             status, _, body = await post(http, f"{sc.url}/v2/models/loan/infer", big)
             assert status == 413
             assert json.loads(body)["error"]["type"] == "payload_too_large"
-            status, _, body = await post(http, f"{sc.url}/v2/models/loan/infer", v2_request([good_row()] * 4))
+            status, _, body = await post(
+                http, f"{sc.url}/v2/models/loan/infer", v2_request([good_row()] * 4)
+            )
             assert status == 413
             assert "4 rows" in json.loads(body)["error"]["message"]
         assert up.state.requests == []
-        assert sc.sample("infersight_rejected_requests_total", {"model": "loan", "reason": "too_large"}) == 2
+        assert (
+            sc.sample(
+                "infersight_rejected_requests_total", {"model": "loan", "reason": "too_large"}
+            )
+            == 2
+        )
 
 
 async def test_unknown_model_is_forwarded_unmonitored_as_other(profile: Profile) -> None:
@@ -262,14 +303,30 @@ async def test_upstream_errors_pass_through_and_faults_become_502_504(profile: P
             up.state.mode = "ok"
             status, _, _ = await post(http, url, req)
             assert status == 200
-        assert sc.sample("infersight_upstream_duration_seconds_count", {"model": "loan", "outcome": "timeout"}) == 1
-        assert sc.sample("infersight_requests_total", {"model": "loan", "protocol": "v2", "status": "5xx"}) == 3
+        assert (
+            sc.sample(
+                "infersight_upstream_duration_seconds_count",
+                {"model": "loan", "outcome": "timeout"},
+            )
+            == 1
+        )
+        assert (
+            sc.sample(
+                "infersight_requests_total", {"model": "loan", "protocol": "v2", "status": "5xx"}
+            )
+            == 3
+        )
 
 
 async def test_unreachable_upstream_is_502_and_not_ready(profile: Profile) -> None:
     dead = f"http://127.0.0.1:{free_port()}"
-    async with run_sidecar(settings(dead), {"loan": profile}) as sc, aiohttp.ClientSession() as http:
-        status, _, body = await post(http, f"{sc.url}/v2/models/loan/infer", v2_request([good_row()]))
+    async with (
+        run_sidecar(settings(dead), {"loan": profile}) as sc,
+        aiohttp.ClientSession() as http,
+    ):
+        status, _, body = await post(
+            http, f"{sc.url}/v2/models/loan/infer", v2_request([good_row()])
+        )
         assert status == 502
         assert "unreachable" in json.loads(body)["error"]["message"]
         async with http.get(f"{sc.url}/readyz") as r:
@@ -299,7 +356,9 @@ async def test_v1_and_mlflow_protocols(profile: Profile) -> None:
         async with run_sidecar(settings(up.url, protocol="v1"), {"loan": profile}) as sc:
             async with aiohttp.ClientSession() as http:
                 status, _, body = await post(
-                    http, f"{sc.url}/v1/models/loan:predict", {"instances": [good_row(), good_row()]}
+                    http,
+                    f"{sc.url}/v1/models/loan:predict",
+                    {"instances": [good_row(), good_row()]},
                 )
                 assert status == 200
                 assert json.loads(body) == {"predictions": [0.5, 0.5]}
@@ -308,7 +367,10 @@ async def test_v1_and_mlflow_protocols(profile: Profile) -> None:
                 )
                 assert status == 422
             assert sc.sample("infersight_rows_total", {"model": "loan"}) == 3
-            assert sc.sample("infersight_prediction_count", {"model": "loan", "output": "predict"}) == 2
+            assert (
+                sc.sample("infersight_prediction_count", {"model": "loan", "output": "predict"})
+                == 2
+            )
         async with run_sidecar(settings(up.url, protocol="mlflow"), {"loan": profile}) as sc:
             async with aiohttp.ClientSession() as http:
                 split = {
@@ -322,15 +384,26 @@ async def test_v1_and_mlflow_protocols(profile: Profile) -> None:
                 assert json.loads(body) == {"predictions": [0.5] * 3}
                 csv = "age,monthly_income,marital_status,employment,loan_amount,has_mortgage,purpose\n"
                 csv += "40,3000,married,employed,5000,true,renovate the kitchen\n"
-                status, _, _ = await post(http, f"{sc.url}/invocations", csv.encode(), {"content-type": "text/csv"})
+                status, _, _ = await post(
+                    http, f"{sc.url}/invocations", csv.encode(), {"content-type": "text/csv"}
+                )
                 assert status == 200
             assert sc.sample("infersight_rows_total", {"model": "loan"}) == 4
-            assert sc.sample("infersight_requests_total", {"model": "loan", "protocol": "mlflow", "status": "2xx"}) == 2
+            assert (
+                sc.sample(
+                    "infersight_requests_total",
+                    {"model": "loan", "protocol": "mlflow", "status": "2xx"},
+                )
+                == 2
+            )
 
 
 async def test_payload_logging_is_sampled_and_redacted(profile: Profile) -> None:
     logs = LoggingSettings(payload=True, redact_fields=["monthly_income"], payload_max_rows=1)
-    async with StubUpstream() as up, run_sidecar(settings(up.url, logging=logs), {"loan": profile}) as sc:
+    async with (
+        StubUpstream() as up,
+        run_sidecar(settings(up.url, logging=logs), {"loan": profile}) as sc,
+    ):
         async with aiohttp.ClientSession() as http:
             await post(http, f"{sc.url}/v2/models/loan/infer", v2_request([good_row(), good_row()]))
         (line,) = sc.log_lines()
@@ -340,12 +413,17 @@ async def test_payload_logging_is_sampled_and_redacted(profile: Profile) -> None
 
 async def test_metrics_token(profile: Profile) -> None:
     auth = AuthSettings(metrics_token="s3cret")  # type: ignore[arg-type]
-    async with StubUpstream() as up, run_sidecar(settings(up.url, auth=auth), {"loan": profile}) as sc:
+    async with (
+        StubUpstream() as up,
+        run_sidecar(settings(up.url, auth=auth), {"loan": profile}) as sc,
+    ):
         async with aiohttp.ClientSession() as http:
             async with http.get(f"{sc.url}/metrics") as r:
                 assert r.status == 401
                 assert (await r.json())["error"]["type"] == "unauthorized"
-            async with http.get(f"{sc.url}/metrics", headers={"authorization": "Bearer s3cret"}) as r:
+            async with http.get(
+                f"{sc.url}/metrics", headers={"authorization": "Bearer s3cret"}
+            ) as r:
                 assert r.status == 200
                 assert "infersight_requests_total" in await r.text()
 

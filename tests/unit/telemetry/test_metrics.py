@@ -24,7 +24,9 @@ def test_model_info_and_timestamps_come_from_the_profile(profile: Profile) -> No
     registry, _ = _router(profile)
     labels = {"model": "loan", "version": "v1", "profile_hash": profile.content_hash()}
     assert registry.get_sample_value("infersight_model_info", labels) == 1
-    created = registry.get_sample_value("infersight_profile_created_timestamp_seconds", {"model": "loan"})
+    created = registry.get_sample_value(
+        "infersight_profile_created_timestamp_seconds", {"model": "loan"}
+    )
     assert created == profile.created_at.timestamp()
     assert registry.get_sample_value("process_resident_memory_bytes") is not None
 
@@ -50,17 +52,45 @@ def test_bins_violations_and_predictions_are_exported(profile: Profile) -> None:
     assert model.stats.prediction is not None
     model.stats.prediction.observe([0.2, 0.4, float("nan")])
     get = registry.get_sample_value
-    assert get("infersight_validation_violations_total", {"model": "loan", "feature": "age", "kind": "wrong_type"}) == 1
-    assert get("infersight_feature_bin_total", {"model": "loan", "feature": "age", "bin": "__unseen__"}) == 1
+    assert (
+        get(
+            "infersight_validation_violations_total",
+            {"model": "loan", "feature": "age", "kind": "wrong_type"},
+        )
+        == 1
+    )
+    assert (
+        get(
+            "infersight_feature_bin_total", {"model": "loan", "feature": "age", "bin": "__unseen__"}
+        )
+        == 1
+    )
     # absent required features: every row missing
-    assert get("infersight_validation_violations_total", {"model": "loan", "feature": "employment", "kind": "missing"}) == 2
+    assert (
+        get(
+            "infersight_validation_violations_total",
+            {"model": "loan", "feature": "employment", "kind": "missing"},
+        )
+        == 2
+    )
     assert get("infersight_prediction_count", {"model": "loan", "output": "predict"}) == 2
-    assert abs(get("infersight_prediction_sum", {"model": "loan", "output": "predict"}) - 0.6) < 1e-12  # type: ignore[operator]
-    mean = get("infersight_reference_prediction_stat", {"model": "loan", "output": "predict", "stat": "mean"})
+    assert (
+        abs(get("infersight_prediction_sum", {"model": "loan", "output": "predict"}) - 0.6) < 1e-12
+    )  # type: ignore[operator]
+    mean = get(
+        "infersight_reference_prediction_stat",
+        {"model": "loan", "output": "predict", "stat": "mean"},
+    )
     squares = get("infersight_prediction_squares_total", {"model": "loan", "output": "predict"})
     assert mean is not None
     assert abs(squares - ((0.2 - mean) ** 2 + (0.4 - mean) ** 2)) < 1e-12  # type: ignore[operator]
-    assert get("infersight_prediction_bin_total", {"model": "loan", "output": "predict", "bin": "__unseen__"}) == 1
+    assert (
+        get(
+            "infersight_prediction_bin_total",
+            {"model": "loan", "output": "predict", "bin": "__unseen__"},
+        )
+        == 1
+    )
 
 
 def test_unknown_models_fold_into_other(profile: Profile) -> None:

@@ -19,7 +19,9 @@ def test_records_are_written_by_the_background_writer() -> None:
     log.start()
     with capture_logs() as logs:
         for i in range(5):
-            log.submit({"time": 0.0, "request_id": f"r{i}", "status": 200, "prediction_values": [1, 0, 1]})
+            log.submit(
+                {"time": 0.0, "request_id": f"r{i}", "status": 200, "prediction_values": [1, 0, 1]}
+            )
         assert log.flush()
         log.stop()
     assert [e["request_id"] for e in logs] == [f"r{i}" for i in range(5)]
