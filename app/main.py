@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TextIO
@@ -21,7 +20,14 @@ from starlette.types import Message, Receive, Scope, Send
 from app import __version__
 from app.api.errors import error_body, error_response
 from app.api.models import ModelRouter
-from app.api.proxy import REQUEST_ID, InferenceRoutes, Proxy, ProxyLimits, passthrough
+from app.api.proxy import (
+    REQUEST_ID,
+    InferenceRoutes,
+    Proxy,
+    ProxyLimits,
+    passthrough,
+    request_id_of,
+)
 from app.config import Settings
 from app.errors import AuthError, ConfigError, InferSightError
 from app.monitoring.profile import Profile, load_profile
@@ -111,10 +117,8 @@ class InferSightApp(FastAPI):
 
 
 def _with_request_id(scope: Scope, send: Send) -> Send:
-    request_id = (
-        next((v for k, v in scope["headers"] if k == REQUEST_ID.encode()), None)
-        or uuid.uuid4().hex.encode()
-    )
+    raw = next((v for k, v in scope["headers"] if k == REQUEST_ID.encode()), b"")
+    request_id = request_id_of(raw.decode("latin-1")).encode("latin-1")
 
     async def wrapped(message: Message) -> None:
         if message["type"] == "http.response.start":

@@ -50,6 +50,16 @@ class ProxyLimits:
     max_rows: int
 
 
+_SAFE_ID = re.compile(r"^[A-Za-z0-9._:/+=@-]{1,128}$")
+
+
+def request_id_of(value: str | None) -> str:
+    """The client's request id when it is a sane token (≤128 printable chars), else a new one."""
+    if value and _SAFE_ID.match(value):
+        return value
+    return uuid.uuid4().hex
+
+
 def trace_id(traceparent: str | None) -> str | None:
     """The trace id of a W3C `traceparent` header (`00-<32 hex>-<16 hex>-<2 hex>`)."""
     if not traceparent:
@@ -106,7 +116,7 @@ class Proxy:
         """Serve one inference request."""
         start = time.perf_counter()
         headers = request.headers
-        request_id = headers.get(REQUEST_ID) or uuid.uuid4().hex
+        request_id = request_id_of(headers.get(REQUEST_ID))
         model = self.router.resolve(model_name)
         batch: Batch | None = None
         report: BatchReport | None = None
@@ -252,7 +262,7 @@ def _summary(report: BatchReport) -> str:
 
 async def passthrough(request: Request, upstream: UpstreamClient) -> Response:
     """Forward any other request unchanged (health, metadata, …) without monitoring it."""
-    request_id = request.headers.get(REQUEST_ID) or uuid.uuid4().hex
+    request_id = request_id_of(request.headers.get(REQUEST_ID))
     body = await request.body()
     fwd = forwardable(request.headers.items())
     path_qs = request.url.path + (f"?{request.url.query}" if request.url.query else "")

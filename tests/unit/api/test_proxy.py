@@ -437,3 +437,17 @@ async def test_every_response_carries_a_request_id(profile: Profile) -> None:
                     assert len(r.headers["x-request-id"]) == 32
             async with http.get(sc.url + "/healthz", headers={"x-request-id": "mine"}) as r:
                 assert r.headers.getall("x-request-id") == ["mine"]
+
+
+async def test_unsafe_client_request_ids_are_replaced(profile: Profile) -> None:
+    async with StubUpstream() as up, run_sidecar(settings(up.url), {"loan": profile}) as sc:
+        async with aiohttp.ClientSession() as http:
+            for bad in ("x" * 500, "has space", "tab\there"):
+                status, headers, _ = await post(
+                    http, f"{sc.url}/v2/models/loan/infer", v2_request([good_row()]), {"x-request-id": bad}
+                )
+                assert status == 200
+                assert headers["x-request-id"] != bad
+                assert len(headers["x-request-id"]) == 32
+                async with http.get(f"{sc.url}/healthz", headers={"x-request-id": bad}) as r:
+                    assert r.headers["x-request-id"] != bad
