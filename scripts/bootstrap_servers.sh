@@ -24,7 +24,7 @@ for arg in "$@"; do
     case "$arg" in
         --force) force=1 ;;
         -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
-        mlserver|kserve|mlflow) names+=("$arg") ;;
+        mlserver|kserve|mlflow) [[ " ${names[*]} " == *" $arg "* ]] || names+=("$arg") ;;
         *) echo "bootstrap_servers: unknown server '$arg' (expected: ${ALL[*]})" >&2; exit 2 ;;
     esac
 done
@@ -99,7 +99,9 @@ declare -A pids
 for name in "${names[@]}"; do
     rm -f "$VENVS/$name.result" "$VENVS/$name.seconds"
     (
+        # shellcheck disable=SC2034  # read by the EXIT trap
         start=$(date +%s)
+        # A trap, not `install_one || ...`, which would switch off errexit inside it.
         trap 'echo $(( $(date +%s) - start )) > "$VENVS/$name.seconds"' EXIT
         install_one "$name"
     ) &

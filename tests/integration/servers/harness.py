@@ -107,6 +107,14 @@ class RunningServer:
         self.stop()
 
 
+class ServerStartError(RuntimeError):
+    """A server did not become ready (its process is stopped); ``log_path`` has its output."""
+
+    def __init__(self, message: str, log_path: Path) -> None:
+        super().__init__(message)
+        self.log_path = log_path
+
+
 # --------------------------------------------------------------------------- helpers
 
 
@@ -417,9 +425,10 @@ def _wait_ready(
             break
         time.sleep(0.25)
     server.stop()
-    raise RuntimeError(
+    raise ServerStartError(
         f"{server.name} server {reason}; last {LOG_TAIL_LINES} lines of {server.log_path}:\n"
-        f"{server.log_tail()}"
+        f"{server.log_tail()}",
+        log_path=server.log_path,
     )
 
 
@@ -471,6 +480,21 @@ def _json_field(key: str, value: Any) -> Callable[[bytes], bool]:
 # --------------------------------------------------------------------------- servers
 
 
+_PORT_CLASH = ("address already in use", "errno 98", "failed to bind")
+
+
+def _retry_on_port_clash(launch: Callable[[], RunningServer], attempts: int = 3) -> RunningServer:
+    """Ports are picked free but could be taken before the server binds them: pick again."""
+    for attempt in range(attempts):
+        try:
+            return launch()
+        except ServerStartError as exc:
+            log = _tail(exc.log_path, 100_000).lower()
+            if attempt + 1 == attempts or not any(marker in log for marker in _PORT_CLASH):
+                raise
+    raise AssertionError("unreachable")
+
+
 def start_mlserver(
     workdir: Path, model_name: str = "loan", model_version: str = "v1", timeout: float = 120
 ) -> RunningServer:
@@ -479,32 +503,36 @@ def start_mlserver(
     root = Path(workdir).resolve() / "mlserver"
     model_dir = root / "models" / model_name
     _train(python, "mlserver", model_dir, name=model_name, version=model_version)
-    http_port, grpc_port = _free_ports(2)
-    settings = {
-        "debug": False,
-        "parallel_workers": 0,
-        "host": HOST,
-        "http_port": http_port,
-        "grpc_port": grpc_port,
-        "metrics_endpoint": None,  # no separate metrics server (it would take metrics_port)
-        "metrics_port": free_port(),
-        "load_models_at_startup": True,
-    }
-    # settings.json in the repository root wins over MLSERVER_* environment variables.
-    (root / "settings.json").write_text(json.dumps(settings, indent=2) + "\n")
-    return _start(
-        "mlserver",
-        [str(python.parent / "mlserver"), "start", str(root)],
-        python=python,
-        cwd=root,
-        log_path=root / f"mlserver-{http_port}.log",
-        url=f"http://{HOST}:{http_port}",
-        grpc_address=f"{HOST}:{grpc_port}",
-        model_name=model_name,
-        model_dir=model_dir,
-        probes=[("/v2/health/ready", None), (f"/v2/models/{model_name}/ready", None)],
-        timeout=timeout,
-    )
+
+    def launch() -> RunningServer:
+        http_port, grpc_port, metrics_port = _free_ports(3)
+        settings = {
+            "debug": False,
+            "parallel_workers": 0,
+            "host": HOST,
+            "http_port": http_port,
+            "grpc_port": grpc_port,
+            "metrics_endpoint": None,  # no separate metrics server...
+            "metrics_port": metrics_port,  # ...and were it enabled, a free port
+            "load_models_at_startup": True,
+        }
+        # settings.json in the repository root wins over MLSERVER_* environment variables.
+        (root / "settings.json").write_text(json.dumps(settings, indent=2) + "\n")
+        return _start(
+            "mlserver",
+            [str(python.parent / "mlserver"), "start", str(root)],
+            python=python,
+            cwd=root,
+            log_path=root / f"mlserver-{http_port}.log",
+            url=f"http://{HOST}:{http_port}",
+            grpc_address=f"{HOST}:{grpc_port}",
+            model_name=model_name,
+            model_dir=model_dir,
+            probes=[("/v2/health/ready", None), (f"/v2/models/{model_name}/ready", None)],
+            timeout=timeout,
+        )
+
+    return _retry_on_port_clash(launch)
 
 
 def start_kserve(workdir: Path, model_name: str = "loan", timeout: float = 120) -> RunningServer:
@@ -513,28 +541,32 @@ def start_kserve(workdir: Path, model_name: str = "loan", timeout: float = 120) 
     root = Path(workdir).resolve() / "kserve"
     model_dir = root / model_name
     _train(python, "kserve", model_dir, name=model_name)
-    http_port, grpc_port = _free_ports(2)
-    cmd = [
-        str(python), str(KSERVE_SCRIPT),
-        "--model_dir", str(model_dir),
-        "--model_name", model_name,
-        "--host", HOST,
-        "--http_port", str(http_port),
-        "--grpc_port", str(grpc_port),
-    ]  # fmt: skip
-    return _start(
-        "kserve",
-        cmd,
-        python=python,
-        cwd=root,
-        log_path=root / f"kserve-{http_port}.log",
-        url=f"http://{HOST}:{http_port}",
-        grpc_address=f"{HOST}:{grpc_port}",
-        model_name=model_name,
-        model_dir=model_dir,
-        probes=[(f"/v1/models/{model_name}", _json_field("ready", True))],
-        timeout=timeout,
-    )
+
+    def launch() -> RunningServer:
+        http_port, grpc_port = _free_ports(2)
+        cmd = [
+            str(python), str(KSERVE_SCRIPT),
+            "--model_dir", str(model_dir),
+            "--model_name", model_name,
+            "--host", HOST,
+            "--http_port", str(http_port),
+            "--grpc_port", str(grpc_port),
+        ]  # fmt: skip
+        return _start(
+            "kserve",
+            cmd,
+            python=python,
+            cwd=root,
+            log_path=root / f"kserve-{http_port}.log",
+            url=f"http://{HOST}:{http_port}",
+            grpc_address=f"{HOST}:{grpc_port}",
+            model_name=model_name,
+            model_dir=model_dir,
+            probes=[(f"/v1/models/{model_name}", _json_field("ready", True))],
+            timeout=timeout,
+        )
+
+    return _retry_on_port_clash(launch)
 
 
 def start_mlflow(workdir: Path, timeout: float = 180) -> RunningServer:
@@ -543,27 +575,31 @@ def start_mlflow(workdir: Path, timeout: float = 180) -> RunningServer:
     root = Path(workdir).resolve() / "mlflow"
     model_dir = root / "model"
     _train(python, "mlflow", model_dir)
-    port = free_port()
-    cmd = [
-        str(python.parent / "mlflow"), "models", "serve",
-        "-m", str(model_dir),
-        "--env-manager", "local",
-        "-h", HOST,
-        "-p", str(port),
-    ]  # fmt: skip
-    return _start(
-        "mlflow",
-        cmd,
-        python=python,
-        cwd=root,
-        log_path=root / f"mlflow-{port}.log",
-        url=f"http://{HOST}:{port}",
-        grpc_address=None,
-        model_name=None,
-        model_dir=model_dir,
-        probes=[("/ping", None)],
-        timeout=timeout,
-    )
+
+    def launch() -> RunningServer:
+        port = free_port()
+        cmd = [
+            str(python.parent / "mlflow"), "models", "serve",
+            "-m", str(model_dir),
+            "--env-manager", "local",
+            "-h", HOST,
+            "-p", str(port),
+        ]  # fmt: skip
+        return _start(
+            "mlflow",
+            cmd,
+            python=python,
+            cwd=root,
+            log_path=root / f"mlflow-{port}.log",
+            url=f"http://{HOST}:{port}",
+            grpc_address=None,
+            model_name=None,
+            model_dir=model_dir,
+            probes=[("/ping", None)],
+            timeout=timeout,
+        )
+
+    return _retry_on_port_clash(launch)
 
 
 @contextlib.contextmanager
