@@ -32,7 +32,7 @@ from app.config import Settings
 from app.errors import AuthError, ConfigError, InferSightError
 from app.monitoring.profile import Profile, load_profile
 from app.protocols.codecs import CODECS
-from app.telemetry.logging import configure_logging
+from app.telemetry.logging import configure_logging, open_request_sink
 from app.telemetry.metrics import Metrics, ServingStatsCollector, cgroup_memory_limit
 from app.telemetry.request_log import RequestLog
 from app.upstream.client import UpstreamClient
@@ -151,7 +151,7 @@ def create_app(
     settings = settings or Settings()
     registry = registry or CollectorRegistry(auto_describe=True)
     if configure_logs:
-        configure_logging(settings.logging, request_stream)
+        configure_logging(settings.logging)
     if profiles is None:
         profiles = load_profiles(settings)
     metrics = Metrics(registry)
@@ -170,7 +170,11 @@ def create_app(
     if limit:
         metrics.memory_limit.set(limit)
     upstream = UpstreamClient(settings.upstream)
-    request_log = RequestLog(settings.logging, on_drop=metrics.log_records_dropped.inc)
+    request_log = RequestLog(
+        settings.logging,
+        on_drop=metrics.log_records_dropped.inc,
+        sink=open_request_sink(settings.logging.sink, request_stream) if request_stream else None,
+    )
     state = AppState(
         settings=settings,
         registry=registry,

@@ -16,11 +16,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-import structlog
-
 from app.config import LoggingSettings
+from app.errors import ConfigError
 from app.monitoring.batch import Batch
-from app.telemetry.logging import REQUEST_COMPLETED, REQUEST_LOGGER, flush_request_sink
+from app.telemetry.logging import REQUEST_COMPLETED, LineSink, open_request_sink, request_logger
 
 REDACTED = "[redacted]"
 
@@ -62,6 +61,7 @@ class RequestLog:
         settings: LoggingSettings,
         on_drop: Callable[[int], None],
         rng: random.Random | None = None,
+        sink: LineSink | None = None,
     ) -> None:
         self.settings = settings
         self.enabled = settings.requests
@@ -73,6 +73,14 @@ class RequestLog:
         self._thread: threading.Thread | None = None
         self._rng = rng or random.Random()
         self._redact = frozenset(settings.redact_fields)
+        if sink is None and self.enabled:
+            try:
+                sink = open_request_sink(settings.sink)
+            except OSError as exc:
+                raise ConfigError(
+                    f"logging.sink {settings.sink!r} cannot be opened: {exc}"
+                ) from None
+        self._sink = sink
         self.written = 0
         self.dropped = 0
 
@@ -120,7 +128,9 @@ class RequestLog:
         self._on_drop(n)
 
     def _run(self) -> None:
-        logger = structlog.get_logger(REQUEST_LOGGER)
+        sink = self._sink
+        assert sink is not None
+        logger = request_logger(sink)
         queue = self._queue
         while True:
             self._wake.wait(0.5)
@@ -133,10 +143,11 @@ class RequestLog:
                 except Exception:  # a broken sink must not kill the writer
                     self._drop(1)
             try:
-                flush_request_sink()
-            except Exception:
+                sink.flush()
+            except Exception:  # counted per line on the next write; never kill the writer
                 logging.getLogger(__name__).warning("request log sink cannot be flushed")
             if self._stop.is_set() and not queue:
+                sink.close()
                 return
 
     def _render(self, record: dict[str, Any]) -> dict[str, Any]:

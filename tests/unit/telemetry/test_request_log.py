@@ -4,36 +4,43 @@ from __future__ import annotations
 
 import io
 import json
+import random
+from pathlib import Path
 
+import pytest
+import structlog
 from structlog.testing import capture_logs
 
 from app.config import LoggingSettings
+from app.errors import ConfigError
 from app.monitoring.batch import Batch
-from app.telemetry.logging import REQUEST_COMPLETED, configure_logging
+from app.telemetry.logging import REQUEST_COMPLETED, LineSink, configure_logging
 from app.telemetry.request_log import RequestLog, payload_rows, summarize_predictions
 
 
+def _lines(stream: io.StringIO) -> list[dict[str, object]]:
+    return [json.loads(x) for x in stream.getvalue().splitlines()]
+
+
 def test_records_are_written_by_the_background_writer() -> None:
-    configure_logging(LoggingSettings())
-    log = RequestLog(LoggingSettings(), on_drop=lambda n: None)
+    stream = io.StringIO()
+    log = RequestLog(LoggingSettings(), on_drop=lambda n: None, sink=LineSink(stream))
     log.start()
-    with capture_logs() as logs:
-        for i in range(5):
-            log.submit(
-                {"time": 0.0, "request_id": f"r{i}", "status": 200, "prediction_values": [1, 0, 1]}
-            )
-        assert log.flush()
-        log.stop()
-    assert [e["request_id"] for e in logs] == [f"r{i}" for i in range(5)]
-    assert all(e["event"] == REQUEST_COMPLETED for e in logs)
-    assert logs[0]["timestamp"] == "1970-01-01T00:00:00.000000+00:00"
-    assert logs[0]["predictions"] == {"n": 3, "classes": {"1": 2, "0": 1}}
+    for i in range(5):
+        log.submit({"time": 0.0, "request_id": f"r{i}", "status": 200, "prediction_values": [1, 0, 1]})
+    assert log.flush()
+    log.stop()
+    lines = _lines(stream)
+    assert [e["request_id"] for e in lines] == [f"r{i}" for i in range(5)]
+    assert all(e["event"] == REQUEST_COMPLETED and e["level"] == "info" for e in lines)
+    assert lines[0]["timestamp"] == "1970-01-01T00:00:00.000000+00:00"
+    assert lines[0]["predictions"] == {"n": 3, "classes": {"1": 2, "0": 1}}
     assert log.written == 5
 
 
 def test_full_queue_drops_and_counts_without_blocking() -> None:
     dropped: list[int] = []
-    log = RequestLog(LoggingSettings(queue_size=2), on_drop=dropped.append)
+    log = RequestLog(LoggingSettings(queue_size=2), on_drop=dropped.append, sink=LineSink(io.StringIO()))
     for i in range(5):  # writer not started: the queue fills up
         log.submit({"request_id": str(i)})
     assert sum(dropped) == 3
@@ -42,18 +49,21 @@ def test_full_queue_drops_and_counts_without_blocking() -> None:
     assert log.dropped == 5
 
 
-def test_stop_drains_the_queue_into_the_sink() -> None:
-    stream = io.StringIO()
-    configure_logging(LoggingSettings(), request_stream=stream)
-    log = RequestLog(LoggingSettings(), on_drop=lambda n: None)
+def test_stop_drains_the_queue_into_a_file_sink(tmp_path: Path) -> None:
+    path = tmp_path / "requests.log"
+    log = RequestLog(LoggingSettings(sink=str(path)), on_drop=lambda n: None)
     log.start()
     for i in range(200):
         log.submit({"request_id": str(i), "status": 200})
     log.stop()
-    lines = [json.loads(x) for x in stream.getvalue().splitlines()]
+    lines = [json.loads(x) for x in path.read_text().splitlines()]
     assert [line["request_id"] for line in lines] == [str(i) for i in range(200)]
     assert {line["event"] for line in lines} == {REQUEST_COMPLETED}
-    configure_logging(LoggingSettings())
+
+
+def test_unopenable_file_sink_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="logging.sink"):
+        RequestLog(LoggingSettings(sink=str(tmp_path / "no" / "such" / "dir.log")), lambda n: None)
 
 
 def test_disabled_request_log_writes_nothing() -> None:
@@ -66,14 +76,11 @@ def test_disabled_request_log_writes_nothing() -> None:
 
 
 def test_payload_sampling_rate_is_respected() -> None:
-    import random
-
-    log = RequestLog(
-        LoggingSettings(payload=True, payload_sample_rate=0.25), lambda n: None, random.Random(1)
-    )
+    settings = LoggingSettings(payload=True, payload_sample_rate=0.25)
+    log = RequestLog(settings, lambda n: None, random.Random(1), sink=LineSink(io.StringIO()))
     share = sum(log.wants_payload() for _ in range(4000)) / 4000
     assert 0.22 < share < 0.28
-    assert not RequestLog(LoggingSettings(), lambda n: None).wants_payload()
+    assert not RequestLog(LoggingSettings(), lambda n: None, sink=LineSink(io.StringIO())).wants_payload()
 
 
 def test_summaries_and_redaction() -> None:
@@ -95,13 +102,30 @@ def test_a_failing_sink_counts_dropped_lines() -> None:
         def write(self, s: str) -> int:
             raise OSError("disk full")
 
-    configure_logging(LoggingSettings(), request_stream=Broken())
     dropped: list[int] = []
-    log = RequestLog(LoggingSettings(), on_drop=dropped.append)
+    log = RequestLog(LoggingSettings(), on_drop=dropped.append, sink=LineSink(Broken()))
     log.start()
     for i in range(3):
         log.submit({"request_id": str(i)})
     log.stop()
     assert sum(dropped) == 3
     assert log.written == 0
+
+
+def test_application_events_are_structured() -> None:
     configure_logging(LoggingSettings())
+    with capture_logs() as logs:
+        structlog.get_logger("infersight").info("sidecar.started", protocol="v2", models=["loan"])
+    assert logs == [{"event": "sidecar.started", "log_level": "info", "protocol": "v2", "models": ["loan"]}]
+
+
+def test_uvicorn_and_stdlib_logs_are_json_lines(capsys: pytest.CaptureFixture[str]) -> None:
+    import logging
+
+    configure_logging(LoggingSettings())
+    logging.getLogger("uvicorn.error").info("Uvicorn running on %s", "http://127.0.0.1:1")
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line["event"] == "Uvicorn running on http://127.0.0.1:1"
+    assert line["level"] == "info"
+    assert line["logger"] == "uvicorn.error"
+    assert "timestamp" in line
