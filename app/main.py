@@ -31,6 +31,7 @@ from app.api.proxy import (
 from app.config import Settings
 from app.errors import AuthError, ConfigError, InferSightError
 from app.monitoring.profile import Profile, load_profile
+from app.monitoring.validator import Validator
 from app.protocols.codecs import CODECS
 from app.telemetry.logging import configure_logging, open_request_sink
 from app.telemetry.metrics import Metrics, ServingStatsCollector, cgroup_memory_limit
@@ -159,11 +160,12 @@ def create_app(
         profiles,
         metrics,
         settings.protocol,
-        {
-            "unknown_features": settings.validation.unknown_features,
-            "observe_only": settings.validation.observe_only,
-            "vectorize_min_rows": settings.validation.vectorize_min_rows,
-        },
+        lambda profile: Validator(
+            profile,
+            unknown_features=settings.validation.unknown_features,
+            observe_only=settings.validation.observe_only,
+            vectorize_min_rows=settings.validation.vectorize_min_rows,
+        ),
     )
     registry.register(ServingStatsCollector(router.stats()))
     limit = settings.metrics.memory_limit_bytes or cgroup_memory_limit()

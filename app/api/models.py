@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from app.monitoring.profile import OTHER_BIN, Profile
@@ -35,12 +35,11 @@ class ModelRouter:
         profiles: dict[str, Profile],
         metrics: Metrics,
         protocol: str,
-        validator_options: dict[str, object] | None = None,
+        make_validator: Callable[[Profile], Validator] = Validator,
     ) -> None:
-        opts = validator_options or {}
         self.models: dict[str, MonitoredModel] = {}
         for name, profile in profiles.items():
-            validator = Validator(profile, **opts)  # type: ignore[arg-type]
+            validator = make_validator(profile)
             self.models[name] = MonitoredModel(
                 name=name,
                 profile=profile,

@@ -451,3 +451,29 @@ async def test_unsafe_client_request_ids_are_replaced(profile: Profile) -> None:
                 assert len(headers["x-request-id"]) == 32
                 async with http.get(f"{sc.url}/healthz", headers={"x-request-id": bad}) as r:
                     assert r.headers["x-request-id"] != bad
+
+
+async def test_observe_only_forwards_and_counts(profile: Profile) -> None:
+    dry_run = ValidationSettings(observe_only=True)
+    async with StubUpstream() as up, run_sidecar(settings(up.url, validation=dry_run), {"loan": profile}) as sc:
+        async with aiohttp.ClientSession() as http:
+            status, _, _ = await post(http, f"{sc.url}/v2/models/loan/infer", v2_request([good_row(age="old")]))
+        assert status == 200
+        assert len(up.state.requests) == 1
+        labels = {"model": "loan", "feature": "age", "kind": "wrong_type"}
+        assert sc.sample("infersight_validation_violations_total", labels) == 1
+
+
+async def test_unknown_features_can_be_enforced(profile: Profile) -> None:
+    strict = ValidationSettings(unknown_features="enforce")
+    async with StubUpstream() as up, run_sidecar(settings(up.url, validation=strict), {"loan": profile}) as sc:
+        async with aiohttp.ClientSession() as http:
+            status, _, body = await post(
+                http, f"{sc.url}/v2/models/loan/infer", v2_request([good_row(favourite_colour="red")])
+            )
+        assert status == 422
+        detail = json.loads(body)["error"]["details"][0]
+        assert (detail["feature"], detail["kind"]) == ("favourite_colour", "unknown_feature")
+        labels = {"model": "loan", "feature": "__other__", "kind": "unknown_feature"}
+        assert sc.sample("infersight_validation_violations_total", labels) == 1
+        assert up.state.requests == []
