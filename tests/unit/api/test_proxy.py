@@ -444,7 +444,10 @@ async def test_unsafe_client_request_ids_are_replaced(profile: Profile) -> None:
         async with aiohttp.ClientSession() as http:
             for bad in ("x" * 500, "has space", "tab\there"):
                 status, headers, _ = await post(
-                    http, f"{sc.url}/v2/models/loan/infer", v2_request([good_row()]), {"x-request-id": bad}
+                    http,
+                    f"{sc.url}/v2/models/loan/infer",
+                    v2_request([good_row()]),
+                    {"x-request-id": bad},
                 )
                 assert status == 200
                 assert headers["x-request-id"] != bad
@@ -455,9 +458,14 @@ async def test_unsafe_client_request_ids_are_replaced(profile: Profile) -> None:
 
 async def test_observe_only_forwards_and_counts(profile: Profile) -> None:
     dry_run = ValidationSettings(observe_only=True)
-    async with StubUpstream() as up, run_sidecar(settings(up.url, validation=dry_run), {"loan": profile}) as sc:
+    async with (
+        StubUpstream() as up,
+        run_sidecar(settings(up.url, validation=dry_run), {"loan": profile}) as sc,
+    ):
         async with aiohttp.ClientSession() as http:
-            status, _, _ = await post(http, f"{sc.url}/v2/models/loan/infer", v2_request([good_row(age="old")]))
+            status, _, _ = await post(
+                http, f"{sc.url}/v2/models/loan/infer", v2_request([good_row(age="old")])
+            )
         assert status == 200
         assert len(up.state.requests) == 1
         labels = {"model": "loan", "feature": "age", "kind": "wrong_type"}
@@ -466,10 +474,15 @@ async def test_observe_only_forwards_and_counts(profile: Profile) -> None:
 
 async def test_unknown_features_can_be_enforced(profile: Profile) -> None:
     strict = ValidationSettings(unknown_features="enforce")
-    async with StubUpstream() as up, run_sidecar(settings(up.url, validation=strict), {"loan": profile}) as sc:
+    async with (
+        StubUpstream() as up,
+        run_sidecar(settings(up.url, validation=strict), {"loan": profile}) as sc,
+    ):
         async with aiohttp.ClientSession() as http:
             status, _, body = await post(
-                http, f"{sc.url}/v2/models/loan/infer", v2_request([good_row(favourite_colour="red")])
+                http,
+                f"{sc.url}/v2/models/loan/infer",
+                v2_request([good_row(favourite_colour="red")]),
             )
         assert status == 422
         detail = json.loads(body)["error"]["details"][0]

@@ -27,7 +27,9 @@ def test_records_are_written_by_the_background_writer() -> None:
     log = RequestLog(LoggingSettings(), on_drop=lambda n: None, sink=LineSink(stream))
     log.start()
     for i in range(5):
-        log.submit({"time": 0.0, "request_id": f"r{i}", "status": 200, "prediction_values": [1, 0, 1]})
+        log.submit(
+            {"time": 0.0, "request_id": f"r{i}", "status": 200, "prediction_values": [1, 0, 1]}
+        )
     assert log.flush()
     log.stop()
     lines = _lines(stream)
@@ -40,7 +42,9 @@ def test_records_are_written_by_the_background_writer() -> None:
 
 def test_full_queue_drops_and_counts_without_blocking() -> None:
     dropped: list[int] = []
-    log = RequestLog(LoggingSettings(queue_size=2), on_drop=dropped.append, sink=LineSink(io.StringIO()))
+    log = RequestLog(
+        LoggingSettings(queue_size=2), on_drop=dropped.append, sink=LineSink(io.StringIO())
+    )
     for i in range(5):  # writer not started: the queue fills up
         log.submit({"request_id": str(i)})
     assert sum(dropped) == 3
@@ -62,7 +66,7 @@ def test_stop_drains_the_queue_into_a_file_sink(tmp_path: Path) -> None:
 
 
 def test_unopenable_file_sink_is_a_config_error(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="logging.sink"):
+    with pytest.raises(ConfigError, match=r"logging\.sink"):
         RequestLog(LoggingSettings(sink=str(tmp_path / "no" / "such" / "dir.log")), lambda n: None)
 
 
@@ -80,7 +84,9 @@ def test_payload_sampling_rate_is_respected() -> None:
     log = RequestLog(settings, lambda n: None, random.Random(1), sink=LineSink(io.StringIO()))
     share = sum(log.wants_payload() for _ in range(4000)) / 4000
     assert 0.22 < share < 0.28
-    assert not RequestLog(LoggingSettings(), lambda n: None, sink=LineSink(io.StringIO())).wants_payload()
+    assert not RequestLog(
+        LoggingSettings(), lambda n: None, sink=LineSink(io.StringIO())
+    ).wants_payload()
 
 
 def test_summaries_and_redaction() -> None:
@@ -116,7 +122,9 @@ def test_application_events_are_structured() -> None:
     configure_logging(LoggingSettings())
     with capture_logs() as logs:
         structlog.get_logger("infersight").info("sidecar.started", protocol="v2", models=["loan"])
-    assert logs == [{"event": "sidecar.started", "log_level": "info", "protocol": "v2", "models": ["loan"]}]
+    assert logs == [
+        {"event": "sidecar.started", "log_level": "info", "protocol": "v2", "models": ["loan"]}
+    ]
 
 
 def test_uvicorn_and_stdlib_logs_are_json_lines(capsys: pytest.CaptureFixture[str]) -> None:
