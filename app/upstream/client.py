@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import aiohttp
+import yarl
 from multidict import CIMultiDict
 
 from app.config import UpstreamSettings
@@ -105,7 +106,8 @@ class UpstreamClient:
             UpstreamTimeout: no complete answer within the timeout.
             UpstreamBadResponse: the answer was not valid HTTP.
         """
-        url = self.base_url + path_qs
+        # encoded=True: forward the path and query byte for byte, no re-quoting.
+        url = yarl.URL(self.base_url + path_qs, encoded=True)
         try:
             async with self.session.request(
                 method,

@@ -67,6 +67,7 @@ def build_app(state: StubState) -> web.Application:
         state.requests.append(
             {
                 "path": request.path,
+                "path_qs": request.raw_path,
                 "body": body,
                 "headers": {k.lower(): v for k, v in request.headers.items()},
             }
@@ -99,6 +100,7 @@ def build_app(state: StubState) -> web.Application:
         state.requests.append(
             {
                 "path": request.path,
+                "path_qs": request.raw_path,
                 "body": body,
                 "headers": {k.lower(): v for k, v in request.headers.items()},
             }
@@ -114,6 +116,7 @@ def build_app(state: StubState) -> web.Application:
         state.requests.append(
             {
                 "path": request.path,
+                "path_qs": request.raw_path,
                 "body": body,
                 "headers": {k.lower(): v for k, v in request.headers.items()},
             }

@@ -8,6 +8,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import yarl
 from multidict import CIMultiDict
 
 from app.config import AuthSettings, LoggingSettings, Settings, UpstreamSettings, ValidationSettings
@@ -490,3 +491,14 @@ async def test_unknown_features_can_be_enforced(profile: Profile) -> None:
         labels = {"model": "loan", "feature": "__other__", "kind": "unknown_feature"}
         assert sc.sample("infersight_validation_violations_total", labels) == 1
         assert up.state.requests == []
+
+
+async def test_path_and_query_reach_the_upstream_as_sent(profile: Profile) -> None:
+    async with StubUpstream() as up, run_sidecar(settings(up.url), {"loan": profile}) as sc:
+        async with aiohttp.ClientSession() as http:
+            url = f"{sc.url}/v2/models/loan/versions/v%201/infer?trace=a%2Fb&x=1"
+            async with http.post(yarl.URL(url, encoded=True), json=v2_request([good_row()])) as r:
+                assert r.status == 200
+        assert up.state.requests[-1]["path_qs"] == "/v2/models/loan/versions/v%201/infer?trace=a%2Fb&x=1"
+        (line,) = sc.log_lines()
+        assert line["model_version"] == "v1"  # from the response, not the URL
