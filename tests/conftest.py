@@ -4,20 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from app.demo.data import generate
+from app.demo.data import DTYPES, generate
 from app.monitoring.profile import ModelInfo, Profile
 from app.monitoring.profile_builder import build_profile
-
-DTYPES = {
-    "age": "int64",
-    "monthly_income": "float64",
-    "marital_status": "object",
-    "employment": "object",
-    "loan_amount": "float64",
-    "has_mortgage": "bool",
-    "purpose": "object",
-    "default": "int64",
-}
 
 
 def loan_profile(n: int = 2000, seed: int = 0, name: str = "loan") -> Profile:

@@ -26,6 +26,18 @@ BOOLEAN = ["has_mortgage"]
 TEXT = ["purpose"]
 TARGET = "default"
 
+DTYPES = {
+    "age": "int64",
+    "monthly_income": "float64",
+    "marital_status": "object",
+    "employment": "object",
+    "loan_amount": "float64",
+    "has_mortgage": "bool",
+    "purpose": "object",
+    TARGET: "int64",
+}
+"""Column dtypes as pandas would report them for the generated data."""
+
 MARITAL = ["single", "married", "divorced", "widowed"]
 MARITAL_P = [0.42, 0.43, 0.11, 0.04]
 EMPLOYMENT = ["employed", "self-employed", "unemployed", "retired", "student"]

@@ -31,6 +31,7 @@ from rich.console import Console
 from sklearn.pipeline import Pipeline
 
 from app.demo.dashboard import Dashboard, ScenarioResult, summary_table
+from app.demo.data import DTYPES as DATA_DTYPES
 from app.demo.data import FEATURES, TARGET, generate, rows, write_csv
 from app.demo.model import GOOD_VERSION, MODEL_NAME, predict, train
 from app.demo.model_server import BackgroundServer, create_app, demo_state
@@ -46,17 +47,7 @@ OUTPUT_NAME = "predict"
 READY_TIMEOUT_SECONDS = 60.0
 SETTLE_SECONDS = 0.3
 """Pause after a scenario's traffic so the sidecar's observers have counted it."""
-DTYPES = {
-    "age": "int64",
-    "monthly_income": "float64",
-    "marital_status": "object",
-    "employment": "object",
-    "loan_amount": "float64",
-    "has_mortgage": "bool",
-    "purpose": "object",
-    TARGET: "int64",
-    PREDICTION_COLUMN: "int64",
-}
+DTYPES = {**DATA_DTYPES, PREDICTION_COLUMN: "int64"}
 _PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -91,12 +91,26 @@ class FeatureCheck:
             return 0.0
 
 
+class BinnedCheck(FeatureCheck):
+    """A check whose values fall into the profile's bins `00`, `01`, … (numeric, text length)."""
+
+    edges: list[float]
+
+    def _init_value_bins(self, ratios: list[float], missing_ratio: float) -> None:
+        n_value_bins = len(self.edges) + 1
+        self.bin_labels = [*_index_bins(n_value_bins), MISSING_BIN, UNSEEN_BIN]
+        present = 1.0 - missing_ratio
+        self.reference_ratios = [r * present for r in ratios] + [missing_ratio, 0.0]
+        self.missing_bin = n_value_bins
+        self.unseen_bin = n_value_bins + 1
+
+
 def _index_bins(n_value_bins: int) -> list[str]:
     width = max(2, len(str(n_value_bins - 1)))
     return [str(i).zfill(width) for i in range(n_value_bins)]
 
 
-class NumericCheck(FeatureCheck):
+class NumericCheck(BinnedCheck):
     """Numbers: missing, wrong_type (bools, strings, lists), non_finite, out_of_range."""
 
     def __init__(self, feature: NumericFeature) -> None:
@@ -109,15 +123,7 @@ class NumericCheck(FeatureCheck):
         slack = feature.range_tolerance * (feature.max - feature.min)
         self.low = feature.min - slack
         self.high = feature.max + slack
-        n_value_bins = len(self.edges) + 1
-        self.bin_labels = [*_index_bins(n_value_bins), MISSING_BIN, UNSEEN_BIN]
-        present = 1.0 - feature.missing_ratio
-        self.reference_ratios = [r * present for r in feature.bin_ratios] + [
-            feature.missing_ratio,
-            0.0,
-        ]
-        self.missing_bin = n_value_bins
-        self.unseen_bin = n_value_bins + 1
+        self._init_value_bins(feature.bin_ratios, feature.missing_ratio)
 
     def check_python(self, values: list[Any]) -> ColumnResult:
         counts = [0] * len(self.bin_labels)
@@ -305,7 +311,7 @@ class BooleanCheck(FeatureCheck):
         return self.check_python(values)
 
 
-class TextCheck(FeatureCheck):
+class TextCheck(BinnedCheck):
     """Free text: binned by token count; non-strings are `wrong_type`."""
 
     def __init__(self, feature: TextFeature) -> None:
@@ -314,15 +320,7 @@ class TextCheck(FeatureCheck):
         self.required = feature.required
         self.policy = feature.policy
         self.edges = list(feature.bin_edges)
-        n_value_bins = len(self.edges) + 1
-        self.bin_labels = [*_index_bins(n_value_bins), MISSING_BIN, UNSEEN_BIN]
-        present = 1.0 - feature.missing_ratio
-        self.reference_ratios = [r * present for r in feature.bin_ratios] + [
-            feature.missing_ratio,
-            0.0,
-        ]
-        self.missing_bin = n_value_bins
-        self.unseen_bin = n_value_bins + 1
+        self._init_value_bins(feature.bin_ratios, feature.missing_ratio)
         self.vocabulary = frozenset(feature.vocabulary)
 
     def check_python(self, values: list[Any]) -> ColumnResult:

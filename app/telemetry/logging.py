@@ -139,6 +139,7 @@ def configure_logging(settings: LoggingSettings) -> None:
         lg = logging.getLogger(name)
         lg.handlers.clear()
         lg.propagate = True
+        lg.setLevel(logging.NOTSET)  # follow the configured level
     # The request line replaces uvicorn's access log.
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
 

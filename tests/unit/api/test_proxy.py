@@ -499,6 +499,9 @@ async def test_path_and_query_reach_the_upstream_as_sent(profile: Profile) -> No
             url = f"{sc.url}/v2/models/loan/versions/v%201/infer?trace=a%2Fb&x=1"
             async with http.post(yarl.URL(url, encoded=True), json=v2_request([good_row()])) as r:
                 assert r.status == 200
-        assert up.state.requests[-1]["path_qs"] == "/v2/models/loan/versions/v%201/infer?trace=a%2Fb&x=1"
+        assert (
+            up.state.requests[-1]["path_qs"]
+            == "/v2/models/loan/versions/v%201/infer?trace=a%2Fb&x=1"
+        )
         (line,) = sc.log_lines()
         assert line["model_version"] == "v1"  # from the response, not the URL
