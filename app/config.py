@@ -60,7 +60,7 @@ class ValidationSettings(_Section):
     """Downgrade every `enforce` policy to `observe`: count and log, never reject."""
     unknown_features: Literal["enforce", "observe"] = "observe"
     """Policy for input columns that the profile does not know."""
-    vectorize_min_rows: int = Field(default=16, ge=1)
+    vectorize_min_rows: int = Field(default=256, ge=1)
     """Batches with at least this many rows are checked with numpy instead of plain Python."""
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
     """Requests with a larger body are answered 413 and not forwarded."""

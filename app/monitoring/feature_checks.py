@@ -27,7 +27,7 @@ from app.monitoring.profile import (
     TextFeature,
     ViolationKind,
 )
-from app.monitoring.values import boolean_value, category_key, is_missing, tokens
+from app.monitoring.values import boolean_value, category_key, is_missing, token_count
 
 _NUMBER_TYPES = frozenset({int, float})
 
@@ -157,22 +157,34 @@ class NumericCheck(BinnedCheck):
 
     def check_vectorized(self, values: list[Any]) -> ColumnResult:
         types = set(map(type, values))
-        if not types <= _NUMBER_TYPES:
+        has_none = type(None) in types
+        if not types - {type(None)} <= _NUMBER_TYPES:
             return self.check_python(values)
         try:
-            arr = np.asarray(values, dtype=np.float64)
+            arr = np.asarray(values, dtype=np.float64)  # None becomes NaN: masked below
         except OverflowError:
             return self.check_python(values)
         counts = [0] * len(self.bin_labels)
         result = ColumnResult(counts)
+        present: np.ndarray[Any, Any] | None = None
+        if has_none:
+            none = np.fromiter((v is None for v in values), dtype=bool, count=len(values))
+            counts[self.missing_bin] = int(none.sum())
+            if self.required:
+                result.violations["missing"] = np.flatnonzero(none).tolist()
+            present = ~none
         finite = np.isfinite(arr)
-        if not finite.all():
-            bad = np.flatnonzero(~finite)
+        if present is not None:
+            bad_mask = present & ~finite
+            finite_or_none = finite | ~present
+        else:
+            bad_mask = ~finite
+            finite_or_none = finite
+        if not finite_or_none.all():
+            bad = np.flatnonzero(bad_mask)
             result.violations["non_finite"] = bad.tolist()
             counts[self.unseen_bin] = int(bad.size)
-            arr_ok = arr[finite]
-        else:
-            arr_ok = arr
+        arr_ok = arr[finite] if not finite.all() else arr
         bins = np.searchsorted(self._edges_np, arr_ok, side="left")
         n_value_bins = len(self.edges) + 1
         for i, c in enumerate(np.bincount(bins, minlength=n_value_bins).tolist()):
@@ -184,7 +196,49 @@ class NumericCheck(BinnedCheck):
         return result
 
 
-class CategoricalCheck(FeatureCheck):
+class DistinctValueCheck(FeatureCheck):
+    """A check that classifies each value on its own (categories, booleans): the batch path
+    counts distinct values in C and classifies each distinct value once."""
+
+    def classify(self, value: Any) -> tuple[int, ViolationKind | None]:
+        """(bin index, violation kind or None) of one value."""
+        raise NotImplementedError
+
+    def check_python(self, values: list[Any]) -> ColumnResult:
+        counts = [0] * len(self.bin_labels)
+        result = ColumnResult(counts)
+        classify = self.classify
+        for row, v in enumerate(values):
+            b, kind = classify(v)
+            counts[b] += 1
+            if kind is not None:
+                result.add(kind, row)
+        return result
+
+    def check_vectorized(self, values: list[Any]) -> ColumnResult:
+        # (type, value) pairs keep True, 1 and 1.0 apart; rows are looked up only for the
+        # (rare) distinct values that are violations.
+        pairs = list(zip(map(type, values), values, strict=True))
+        try:
+            tally = Counter(pairs)
+        except TypeError:  # unhashable values (lists, dicts): the row-by-row path names them
+            return self.check_python(values)
+        counts = [0] * len(self.bin_labels)
+        result = ColumnResult(counts)
+        bad: dict[tuple[type, Any], ViolationKind] = {}
+        for pair, n in tally.items():
+            b, kind = self.classify(pair[1])
+            counts[b] += n
+            if kind is not None:
+                bad[pair] = kind
+        for row, pair in enumerate(pairs) if bad else ():
+            found = bad.get(pair)
+            if found is not None:
+                result.add(found, row)
+        return result
+
+
+class CategoricalCheck(DistinctValueCheck):
     """Categories: top-K bins, `__other__` for rarer training values, `__unseen__` for new ones."""
 
     def __init__(self, feature: CategoricalFeature) -> None:
@@ -209,69 +263,21 @@ class CategoricalCheck(FeatureCheck):
         for i, c in enumerate(top):
             self.lookup[c] = i
 
-    def _classify_key(self, key: str) -> tuple[int, bool]:
+    def classify(self, value: Any) -> tuple[int, ViolationKind | None]:
+        if is_missing(value):
+            return self.missing_bin, ("missing" if self.required else None)
+        key = category_key(value)
+        if key is None:
+            return self.unseen_bin, "wrong_type"
         b = self.lookup.get(key)
         if b is not None:
-            return b, False
+            return b, None
         if self.flag_unseen:
-            return self.unseen_bin, True
-        return self.other_bin, False
-
-    def check_python(self, values: list[Any]) -> ColumnResult:
-        counts = [0] * len(self.bin_labels)
-        result = ColumnResult(counts)
-        for row, v in enumerate(values):
-            if is_missing(v):
-                counts[self.missing_bin] += 1
-                if self.required:
-                    result.add("missing", row)
-                continue
-            key = category_key(v)
-            if key is None:
-                counts[self.unseen_bin] += 1
-                result.add("wrong_type", row)
-                continue
-            b, unseen = self._classify_key(key)
-            counts[b] += 1
-            if unseen:
-                result.add("unknown_category", row)
-        return result
-
-    def check_vectorized(self, values: list[Any]) -> ColumnResult:
-        # Count distinct (type, value) pairs in C — the type keeps True, 1 and 1.0 apart —
-        # classify each distinct value once, then find rows only for the (rare) violations.
-        pairs = list(zip(map(type, values), values, strict=True))
-        try:
-            tally = Counter(pairs)
-        except TypeError:  # unhashable values (lists, dicts): the row-by-row path names them
-            return self.check_python(values)
-        counts = [0] * len(self.bin_labels)
-        result = ColumnResult(counts)
-        bad: dict[tuple[type, Any], ViolationKind] = {}
-        for pair, n in tally.items():
-            v = pair[1]
-            if is_missing(v):
-                counts[self.missing_bin] += n
-                if self.required:
-                    bad[pair] = "missing"
-                continue
-            key = category_key(v)
-            if key is None:
-                counts[self.unseen_bin] += n
-                bad[pair] = "wrong_type"
-                continue
-            b, unseen = self._classify_key(key)
-            counts[b] += n
-            if unseen:
-                bad[pair] = "unknown_category"
-        for row, pair in enumerate(pairs) if bad else ():
-            kind = bad.get(pair)
-            if kind is not None:
-                result.add(kind, row)
-        return result
+            return self.unseen_bin, "unknown_category"
+        return self.other_bin, None
 
 
-class BooleanCheck(FeatureCheck):
+class BooleanCheck(DistinctValueCheck):
     """Booleans: true/false (and 0/1, 'yes'/'no'); anything else is `wrong_type`."""
 
     def __init__(self, feature: BooleanFeature) -> None:
@@ -290,25 +296,13 @@ class BooleanCheck(FeatureCheck):
         self.unseen_bin = 2
         self.missing_bin = 3
 
-    def check_python(self, values: list[Any]) -> ColumnResult:
-        counts = [0, 0, 0, 0]
-        result = ColumnResult(counts)
-        for row, v in enumerate(values):
-            if is_missing(v):
-                counts[3] += 1
-                if self.required:
-                    result.add("missing", row)
-                continue
-            b = boolean_value(v)
-            if b is None:
-                counts[2] += 1
-                result.add("wrong_type", row)
-            else:
-                counts[1 if b else 0] += 1
-        return result
-
-    def check_vectorized(self, values: list[Any]) -> ColumnResult:
-        return self.check_python(values)
+    def classify(self, value: Any) -> tuple[int, ViolationKind | None]:
+        if is_missing(value):
+            return 3, ("missing" if self.required else None)
+        flag = boolean_value(value)
+        if flag is None:
+            return 2, "wrong_type"
+        return (1 if flag else 0), None
 
 
 class TextCheck(BinnedCheck):
@@ -328,7 +322,7 @@ class TextCheck(BinnedCheck):
         result = ColumnResult(counts)
         for row, v in enumerate(values):
             if type(v) is str:
-                counts[bisect_left(self.edges, len(tokens(v)))] += 1
+                counts[bisect_left(self.edges, token_count(v))] += 1
             elif is_missing(v):
                 counts[self.missing_bin] += 1
                 if self.required:

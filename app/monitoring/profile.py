@@ -176,9 +176,9 @@ class TextFeature(_FeatureBase):
     oov_rate: float = Field(ge=0.0, le=1.0)
     """Share of training tokens outside the vocabulary."""
     length_quantiles: dict[str, float]
-    """Token-count quantiles p01 … p99."""
+    """Word-count (whitespace tokens) quantiles p01 … p99."""
     bin_edges: list[float]
-    """Interior edges on the token count, binned like a numeric feature."""
+    """Interior edges on the word count, binned like a numeric feature."""
     bin_ratios: list[float]
 
     @model_validator(mode="after")

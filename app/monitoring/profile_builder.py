@@ -26,7 +26,7 @@ from app.monitoring.profile import (
     Profile,
     TextFeature,
 )
-from app.monitoring.values import boolean_value, category_key, is_missing, tokens
+from app.monitoring.values import boolean_value, category_key, is_missing, token_count, tokens
 
 QUANTILE_NAMES = {
     "p01": 0.01,
@@ -225,14 +225,15 @@ def _boolean(name: str, base: dict[str, Any], values: list[Any]) -> BooleanFeatu
 
 
 def _text(name: str, base: dict[str, Any], values: list[Any], options: BuildOptions) -> TextFeature:
-    token_lists = [tokens(str(v)) for v in _present(values)]
+    texts = [str(v) for v in _present(values)]
+    token_lists = [tokens(t) for t in texts]
     tally = Counter(t for toks in token_lists for t in toks)
     vocabulary = [t for t, _ in sorted(tally.items(), key=lambda kv: (-kv[1], kv[0]))]
     vocabulary = vocabulary[: options.vocabulary_size]
     vocab = set(vocabulary)
     n_tokens = sum(tally.values())
     oov = sum(c for t, c in tally.items() if t not in vocab)
-    lengths = np.asarray([len(t) for t in token_lists] or [0], dtype=np.float64)
+    lengths = np.asarray([token_count(t) for t in texts] or [0], dtype=np.float64)
     edges, ratios = _bins(lengths)
     return TextFeature(
         **base,

@@ -12,8 +12,9 @@ from app.monitoring.batch import Batch
 from app.monitoring.feature_checks import ColumnResult, FeatureCheck, compile_feature
 from app.monitoring.profile import OTHER_BIN, Policy, Profile, ViolationKind
 
-VECTORIZE_MIN_ROWS = 16
-"""Below this many rows plain Python beats numpy's per-call overhead."""
+VECTORIZE_MIN_ROWS = 256
+"""Below this many rows plain Python beats numpy's per-call overhead (measured: the batch
+paths win from about 128-512 rows for numeric and categorical columns)."""
 
 MAX_DETAILS = 100
 """At most this many violations are itemised in an error response or log line."""

@@ -54,6 +54,11 @@ def boolean_value(value: Any) -> bool | None:
     return None
 
 
+def token_count(text: str) -> int:
+    """Whitespace-separated words: the length measure of text features (cheap on the hot path)."""
+    return len(text.split())
+
+
 def tokens(text: str) -> list[str]:
     """Lower-cased whitespace tokens with surrounding punctuation stripped."""
     out = []

@@ -35,10 +35,10 @@ DATATYPES = frozenset(
 )
 
 
-def _flatten(data: Any, where: str) -> list[Any]:
-    if not isinstance(data, list):
+def _flatten(data: Any, where: str, name: str) -> list[Any]:
+    if type(data) is not list:
         return [data]
-    if not any(isinstance(x, list) for x in data):
+    if list not in set(map(type, data)):  # flat already (the common case), checked in C
         return data
     out: list[Any] = []
     stack: list[Any] = [iter(data)]
@@ -51,11 +51,23 @@ def _flatten(data: Any, where: str) -> list[Any]:
             continue
         if isinstance(item, list):
             if len(stack) >= depth_limit:
-                raise DecodeError(f"{where}: 'data' is nested deeper than {depth_limit} levels")
+                raise DecodeError(
+                    f"{where} '{name}': 'data' is nested deeper than {depth_limit} levels"
+                )
             stack.append(iter(item))
         else:
             out.append(item)
     return out
+
+
+_ABSENT = object()
+
+
+def _valid_shape(shape: list[Any]) -> bool:
+    for d in shape:  # noqa: SIM110 (a plain loop is cheaper than all() over a generator)
+        if type(d) is not int or d < 0:
+            return False
+    return True
 
 
 class Tensor:
@@ -93,26 +105,28 @@ class Tensor:
 
 
 def parse_tensor(raw: Any, where: str) -> Tensor:
-    """Validate one tensor object of a request or response."""
-    if not isinstance(raw, dict):
+    """Validate one tensor object of a request or response (messages built only on error)."""
+    if type(raw) is not dict:
         raise DecodeError(f"{where} must be an object")
     name = raw.get("name")
-    if not isinstance(name, str) or not name:
+    if type(name) is not str or not name:
         raise DecodeError(f"{where} needs a non-empty string 'name'")
-    where = f"{where} '{name}'"
     shape = raw.get("shape")
-    if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
-        raise DecodeError(f"{where}: 'shape' must be a list of non-negative integers")
+    if type(shape) is not list or not _valid_shape(shape):
+        raise DecodeError(f"{where} '{name}': 'shape' must be a list of non-negative integers")
     datatype = raw.get("datatype")
     if datatype not in DATATYPES:
-        raise DecodeError(f"{where}: unknown datatype {datatype!r}")
-    if "data" not in raw:
-        raise DecodeError(f"{where} has no 'data' (binary tensor data is not supported here)")
-    flat = _flatten(raw["data"], where)
+        raise DecodeError(f"{where} '{name}': unknown datatype {datatype!r}")
+    data = raw.get("data", _ABSENT)
+    if data is _ABSENT:
+        raise DecodeError(
+            f"{where} '{name}' has no 'data' (binary tensor data is not supported here)"
+        )
+    flat = _flatten(data, where, name)
     expected = math.prod(shape)
     if len(flat) != expected:
         raise DecodeError(
-            f"{where}: shape {shape} needs {expected} values but 'data' holds {len(flat)}"
+            f"{where} '{name}': shape {shape} needs {expected} values but 'data' holds {len(flat)}"
         )
     return Tensor(name, shape, datatype, flat)
 
