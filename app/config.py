@@ -108,6 +108,27 @@ class MetricsSettings(_Section):
     """Memory limit reported as `infersight_memory_limit_bytes` (default: read from the cgroup)."""
 
 
+class DriftSettings(_Section):
+    """Drift tests on sliding windows, run off the request path in a worker process."""
+
+    enabled: bool = True
+    """Keep windows and run drift cycles (off: no windows, no drift metrics)."""
+    interval_seconds: float = Field(default=60.0, gt=0)
+    """Seconds between drift cycles."""
+    window_rows: int = Field(default=5000, ge=10)
+    """Recent rows kept per feature and model output."""
+    window_seconds: float | None = Field(default=None, gt=0)
+    """Also drop values older than this (a time-based window); None: count-based only."""
+    min_rows: int = Field(default=500, ge=1)
+    """No verdict until a window holds this many values."""
+    alpha: float = Field(default=0.01, gt=0, lt=1)
+    """Family-wise false-alarm rate per model and cycle (before the effect floors)."""
+    correction: Literal["bonferroni", "bh", "none"] = "bonferroni"
+    """Multiple-testing correction across a model's features: Bonferroni or Benjamini-Hochberg."""
+    cycle_timeout_seconds: float = Field(default=30.0, gt=0)
+    """A cycle running longer is abandoned and counted as an error."""
+
+
 class Settings(BaseSettings):
     """Everything `infersight serve` can be told."""
 
@@ -130,6 +151,7 @@ class Settings(BaseSettings):
     logging: LoggingSettings = LoggingSettings()
     auth: AuthSettings = AuthSettings()
     metrics: MetricsSettings = MetricsSettings()
+    drift: DriftSettings = DriftSettings()
 
     @field_validator("profiles", mode="before")
     @classmethod

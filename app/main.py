@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import TextIO
+from typing import Any, TextIO
 
 import structlog
 from fastapi import FastAPI, Request
@@ -30,9 +30,14 @@ from app.api.proxy import (
 )
 from app.config import Settings
 from app.errors import AuthError, ConfigError, InferSightError
+from app.monitoring.drift_scheduler import DriftScheduler, NullDriftScheduler
+from app.monitoring.drift_types import DriftConfig
 from app.monitoring.profile import Profile, load_profile
+from app.monitoring.serving_stats import ModelStats
 from app.monitoring.validator import Validator
+from app.monitoring.windows import ModelWindows
 from app.protocols.codecs import CODECS
+from app.telemetry.drift_metrics import DriftCollector
 from app.telemetry.logging import configure_logging, open_request_sink
 from app.telemetry.metrics import Metrics, ServingStatsCollector, cgroup_memory_limit
 from app.telemetry.request_log import RequestLog
@@ -81,6 +86,7 @@ class AppState:
     router: ModelRouter
     upstream: UpstreamClient
     request_log: RequestLog
+    drift: DriftScheduler | NullDriftScheduler
     probe_path: str
     upstream_ready: bool = False
 
@@ -132,6 +138,37 @@ def _with_request_id(scope: Scope, send: Send) -> Send:
     return wrapped
 
 
+def _windows_factory(settings: Settings) -> Callable[[str, Validator, ModelStats], ModelWindows]:
+    def make(name: str, validator: Validator, stats: ModelStats) -> ModelWindows:
+        return ModelWindows(
+            name,
+            validator.checks,
+            stats.prediction.check if stats.prediction else None,
+            rows=settings.drift.window_rows,
+            seconds=settings.drift.window_seconds,
+        )
+
+    return make
+
+
+def _drift_scheduler(
+    settings: Settings, router: ModelRouter, profiles: dict[str, Profile], metrics: Metrics
+) -> DriftScheduler | NullDriftScheduler:
+    windows = router.windows()
+    if not settings.drift.enabled or not windows:
+        return NullDriftScheduler()
+    s = settings.drift
+    return DriftScheduler(
+        windows,
+        {name: profiles[name] for name in windows},
+        DriftConfig(alpha=s.alpha, correction=s.correction, min_rows=s.min_rows),
+        interval_seconds=s.interval_seconds,
+        timeout_seconds=s.cycle_timeout_seconds,
+        on_cycle=metrics.drift_cycle_seconds.observe,
+        on_error=metrics.drift_cycle_errors.inc,
+    )
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -166,8 +203,11 @@ def create_app(
             observe_only=settings.validation.observe_only,
             vectorize_min_rows=settings.validation.vectorize_min_rows,
         ),
+        _windows_factory(settings) if settings.drift.enabled else None,
     )
     registry.register(ServingStatsCollector(router.stats()))
+    drift = _drift_scheduler(settings, router, profiles, metrics)
+    registry.register(DriftCollector(lambda: drift.latest, router.windows()))
     limit = settings.metrics.memory_limit_bytes or cgroup_memory_limit()
     if limit:
         metrics.memory_limit.set(limit)
@@ -184,6 +224,7 @@ def create_app(
         router=router,
         upstream=upstream,
         request_log=request_log,
+        drift=drift,
         probe_path=ready_path(settings, list(profiles)),
     )
     proxy = Proxy(
@@ -198,6 +239,7 @@ def create_app(
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await upstream.start()
         request_log.start()
+        drift.start()
         probe = asyncio.create_task(_probe_loop(state))
         log.info(
             "sidecar.started",
@@ -212,6 +254,7 @@ def create_app(
             probe.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await probe
+            await drift.stop()
             await upstream.close()
             request_log.stop()
             log.info("sidecar.stopped", written=request_log.written, dropped=request_log.dropped)
@@ -254,6 +297,26 @@ def create_app(
             "models": list(profiles),
         }
         return JSONResponse(body, status_code=200 if ok else 503)
+
+    @app.get("/monitoring/drift", tags=["monitoring"])
+    async def drift_report() -> dict[str, Any]:
+        """The latest drift report: per model and feature, each test's statistic, p-value,
+        effect, threshold and verdict, with window and reference sizes."""
+        latest = drift.latest
+        return {
+            "enabled": settings.drift.enabled,
+            "interval_seconds": settings.drift.interval_seconds,
+            "cycles": drift.cycles,
+            "errors": drift.errors,
+            "models": {name: report.as_dict() for name, report in latest.items()},
+            "windows": {
+                name: {
+                    "bytes": w.nbytes,
+                    "rows": {f.name: f.missing.size for f in w.features},
+                }
+                for name, w in router.windows().items()
+            },
+        }
 
     @app.get("/metrics", tags=["monitoring"], response_model=None)
     async def metrics_route(request: Request) -> Response:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from app.monitoring.profile import OTHER_BIN, Profile
 from app.monitoring.serving_stats import ModelStats
 from app.monitoring.validator import Validator
+from app.monitoring.windows import ModelWindows
 from app.telemetry.metrics import Metrics, ModelMetrics
 
 
@@ -21,6 +22,8 @@ class MonitoredModel:
     validator: Validator | None
     stats: ModelStats | None
     metrics: ModelMetrics
+    windows: ModelWindows | None = None
+    """Drift windows (None when drift is off or the model is unprofiled)."""
 
     @property
     def feature_order(self) -> list[str]:
@@ -36,16 +39,19 @@ class ModelRouter:
         metrics: Metrics,
         protocol: str,
         make_validator: Callable[[Profile], Validator] = Validator,
+        make_windows: Callable[[str, Validator, ModelStats], ModelWindows] | None = None,
     ) -> None:
         self.models: dict[str, MonitoredModel] = {}
         for name, profile in profiles.items():
             validator = make_validator(profile)
+            stats = ModelStats(profile, validator.checks)
             self.models[name] = MonitoredModel(
                 name=name,
                 profile=profile,
                 validator=validator,
-                stats=ModelStats(profile, validator.checks),
+                stats=stats,
                 metrics=ModelMetrics(metrics, name, protocol),
+                windows=make_windows(name, validator, stats) if make_windows else None,
             )
             trained = profile.model.trained_at
             if trained is not None:
@@ -69,6 +75,10 @@ class ModelRouter:
     def stats(self) -> dict[str, ModelStats]:
         """Counters by model label, for the scrape-time collector."""
         return {m.name: m.stats for m in self.models.values() if m.stats is not None}
+
+    def windows(self) -> dict[str, ModelWindows]:
+        """Drift windows by model label."""
+        return {m.name: m.windows for m in self.models.values() if m.windows is not None}
 
     def names(self) -> Iterable[str]:
         return self.models.keys()

@@ -145,6 +145,9 @@ class Proxy:
             response, upstream_ms, predictions = await self._forward(
                 model, request, body, request_id
             )
+            served = 200 <= response.status_code < 300  # rows the model actually answered
+            if served and model.windows is not None and report is not None and batch is not None:
+                model.windows.observe_inputs(report.columns, batch.columns)
         except RequestError as exc:
             reason = (
                 "enforce"
@@ -253,7 +256,10 @@ class Proxy:
             log.warning("response.undecodable", model=model.name, error=str(exc)[:200])
             return None
         if pred is not None:
-            bad = pred.observe(predictions.values)
+            result = pred.observe(predictions.values)
+            if model.windows is not None:
+                model.windows.observe_predictions(result)
+            bad = len(result.violations.get("non_finite", ()))
             if bad:
                 model.metrics.non_finite.inc(bad)
         return predictions

@@ -40,7 +40,7 @@ class ColumnResult:
     violations: dict[ViolationKind, list[int]] = field(default_factory=dict)
     """Violation kind → the rows that have it (all rows, uncapped)."""
     clean: list[float] | None = None
-    """Numeric features: the finite values, for windows and prediction statistics."""
+    """Numeric features: the finite values; text: word counts (for windows and statistics)."""
 
     def add(self, kind: ViolationKind, row: int) -> None:
         rows = self.violations.get(kind)
@@ -319,10 +319,13 @@ class TextCheck(BinnedCheck):
 
     def check_python(self, values: list[Any]) -> ColumnResult:
         counts = [0] * len(self.bin_labels)
-        result = ColumnResult(counts)
+        words: list[float] = []
+        result = ColumnResult(counts, clean=words)
         for row, v in enumerate(values):
             if type(v) is str:
-                counts[bisect_left(self.edges, token_count(v))] += 1
+                n = token_count(v)
+                counts[bisect_left(self.edges, n)] += 1
+                words.append(float(n))
             elif is_missing(v):
                 counts[self.missing_bin] += 1
                 if self.required:

@@ -10,7 +10,7 @@ import math
 from bisect import bisect_left
 from typing import Any
 
-from app.monitoring.feature_checks import FeatureCheck, compile_feature
+from app.monitoring.feature_checks import ColumnResult, FeatureCheck, compile_feature
 from app.monitoring.profile import (
     OTHER_BIN,
     VIOLATION_KINDS,
@@ -59,8 +59,8 @@ class PredictionStats:
         self.squares = 0.0
         self.non_finite = 0
 
-    def observe(self, values: list[Any]) -> int:
-        """Count one response's predictions; returns how many were NaN/Inf."""
+    def observe(self, values: list[Any]) -> ColumnResult:
+        """Count one response's predictions (the result's `non_finite` rows are NaN/Inf)."""
         result = self.check.check_python(values)
         for i, c in enumerate(result.bin_counts):
             self.bin_counts[i] += c
@@ -75,7 +75,7 @@ class PredictionStats:
                 self.squares += d * d
             self.sum += math.fsum(result.clean)
             self.count += len(result.clean)
-        return bad
+        return result
 
 
 class ModelStats:

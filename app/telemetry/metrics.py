@@ -94,6 +94,13 @@ class Metrics:
             "Request-log records dropped (queue full or sink error).",
             registry=r,
         )  # fmt: skip
+        self.drift_cycle_seconds = Histogram(
+            "infersight_drift_cycle_seconds", "Wall time of a drift cycle (snapshot to report).",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0), registry=r,
+        )  # fmt: skip
+        self.drift_cycle_errors = Counter(
+            "infersight_drift_cycle_errors", "Drift cycles that failed or timed out.", registry=r
+        )
         ProcessCollector(registry=r)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from app.monitoring.batch import Batch
+from app.monitoring.feature_checks import ColumnResult
 from app.monitoring.profile import (
     MISSING_BIN,
     N_QUANTILES,
@@ -27,6 +28,10 @@ SCORE = numeric(
     std=50.0,
     quantiles_1001=LINEAR,
 )
+
+
+def _non_finite(result: ColumnResult) -> int:
+    return len(result.violations.get("non_finite", ()))
 
 
 def numeric_prediction() -> PredictionStats:
@@ -71,7 +76,7 @@ class TestNumericPrediction:
         assert stats.reference_mean == 400.0
         assert stats.reference_std == 50.0
         values = [5.0, 10.0, 10.5, 500, 995.0, float("nan"), float("inf"), None]
-        assert stats.observe(values) == 2
+        assert _non_finite(stats.observe(values)) == 2
         # Buckets are "le" bounds: 5 and 10 ≤ 10; 10.5 ≤ 50; 500 ≤ 500 (index 6); 995 → +Inf.
         expected = [0] * 14
         expected[0], expected[1], expected[6], expected[13] = 2, 1, 1, 1
@@ -88,8 +93,8 @@ class TestNumericPrediction:
 
     def test_accumulates_across_responses(self) -> None:
         stats = numeric_prediction()
-        assert stats.observe([400.0, 410.0]) == 0
-        assert stats.observe([390.0, -float("inf")]) == 1
+        assert _non_finite(stats.observe([400.0, 410.0])) == 0
+        assert _non_finite(stats.observe([390.0, -float("inf")])) == 1
         assert stats.count == 3
         assert stats.sum == pytest.approx(1200.0)
         assert stats.squares == pytest.approx(200.0)
@@ -102,13 +107,13 @@ class TestNumericPrediction:
         stats = numeric_prediction()
         assert SCORE.required is True
         assert stats.check.required is False
-        assert stats.observe([None, None]) == 0
+        assert _non_finite(stats.observe([None, None])) == 0
         assert stats.bin_counts[stats.check.missing_bin] == 2
         assert stats.count == 0
 
     def test_wrong_type_is_binned_unseen_not_counted(self) -> None:
         stats = numeric_prediction()
-        assert stats.observe(["high", True, [1.0]]) == 0
+        assert _non_finite(stats.observe(["high", True, [1.0]])) == 0
         assert stats.bin_counts[stats.check.unseen_bin] == 3
         assert stats.count == 0
         assert stats.sum == 0.0
@@ -127,7 +132,7 @@ class TestCategoricalPrediction:
         assert stats.numeric is False
         assert stats.buckets == []
         values = [0, 1, 1.0, "1", 2, 7, "cat", None, True]
-        assert stats.observe(values) == 0
+        assert _non_finite(stats.observe(values)) == 0
         counts = dict(zip(stats.check.bin_labels, stats.bin_counts, strict=True))
         # 1, 1.0, "1" are one class; "2" was seen in training (other); 7, "cat", True were not.
         assert counts == {"0": 1, "1": 3, OTHER_BIN: 1, UNSEEN_BIN: 3, MISSING_BIN: 1}
