@@ -144,26 +144,79 @@ def cmd_profile_show(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_check(args: argparse.Namespace, console: Console) -> int:
-    from app.monitoring.batch import Batch
+    import json
+
+    from app.monitoring.drift_types import DriftConfig
     from app.monitoring.profile import load_profile
-    from app.monitoring.validator import Validator
+    from app.offline_check import check_batch
     from app.tables import read_table
 
     profile = load_profile(args.profile)
     columns, _ = read_table(Path(args.data))
-    n = len(next(iter(columns.values()))) if columns else 0
-    skip = {profile.target} if profile.target else set()
-    batch = Batch(n, {k: v for k, v in columns.items() if k not in skip})
-    report = Validator(profile).validate(batch)
-    table = Table(title=f"{args.data}: {n} rows against {args.profile}")
+    if args.prediction and args.prediction not in columns:
+        raise ConfigError(f"--prediction column '{args.prediction}' is not in {args.data}")
+    config = DriftConfig(alpha=args.alpha, correction=args.correction, min_rows=args.min_rows)
+    result = check_batch(profile, columns, config, args.prediction)
+    n = result.n_rows
+    console.print(drift_table(result.drift, title=f"{args.data}: {n} rows against {args.profile}"))
+    violations = Table(title="validation")
     for col in ("feature", "kind", "rows", "share"):
+        violations.add_column(col)
+    for (feature, kind), count in sorted(result.validation.violation_counts.items()):
+        violations.add_row(feature, kind, str(count), f"{count / n:.2%}" if n else "-")
+    console.print(violations)
+    drifted = result.drifted
+    console.print(
+        f"{result.validation.n_violations} violations"
+        + (" (enforced ones would be rejected online)" if result.validation.rejected else "")
+        + f"; drift: {', '.join(drifted) if drifted else 'none'}"
+    )
+    if args.json:
+        doc = {
+            "rows": n,
+            "drifted": drifted,
+            "violations": [
+                {"feature": f, "kind": k, "rows": c}
+                for (f, k), c in sorted(result.validation.violation_counts.items())
+            ],
+            "drift": result.drift.as_dict(),
+        }
+        Path(args.json).write_text(json.dumps(doc, indent=2, default=str) + "\n")
+    if drifted:
+        return 1
+    if args.fail_on_violations and result.validation.rejected:
+        return 1
+    return 0
+
+
+def drift_table(report: Any, title: str) -> Table:
+    """Per feature: the deciding test, its statistic, p-value, effect, threshold, verdict."""
+    table = Table(title=title)
+    for col in (
+        "feature",
+        "kind",
+        "rows",
+        "test",
+        "statistic",
+        "p-value",
+        "effect",
+        "threshold",
+        "verdict",
+    ):
         table.add_column(col)
-    for (feature, kind), count in sorted(report.violation_counts.items()):
-        table.add_row(feature, kind, str(count), f"{count / n:.2%}" if n else "-")
-    console.print(table)
-    verdict = "would be REJECTED (enforced violations)" if report.rejected else "passes"
-    console.print(f"{report.n_violations} violations; as one request this batch {verdict}")
-    return 1 if report.rejected else 0
+    items = list(report.features) + ([report.prediction] if report.prediction else [])
+    for fd in items:
+        verdict = "n/a" if fd.drift is None else ("[red]DRIFT[/red]" if fd.drift else "ok")
+        deciding = [t for t in fd.tests if t.decides] or list(fd.tests[:1])
+        for i, t in enumerate(deciding):
+            table.add_row(
+                fd.feature if i == 0 else "", fd.kind if i == 0 else "",
+                str(fd.n_rows) if i == 0 else "", t.test, f"{t.statistic:.4g}",
+                "-" if t.p_value is None else f"{t.p_value:.3g}",
+                "-" if t.effect is None else f"{t.effect:.3g}", f"{t.threshold:.3g}",
+                verdict if i == 0 else "",
+            )  # fmt: skip
+    return table
 
 
 def cmd_serve(args: argparse.Namespace, console: Console) -> int:
@@ -238,9 +291,19 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", help="YAML settings file")
     serve.set_defaults(func=cmd_serve)
 
-    check = sub.add_parser("check", help="validate a data file offline against a profile")
+    check = sub.add_parser(
+        "check", help="validate and drift-test a data file offline (exit 1 on drift)"
+    )
     check.add_argument("data")
     check.add_argument("--profile", required=True)
+    check.add_argument("--prediction", help="column with the model's outputs, to test them too")
+    check.add_argument("--json", help="also write the full report as JSON to this file")
+    check.add_argument("--alpha", type=float, default=0.01, help="family-wise error rate")
+    check.add_argument("--correction", choices=["bonferroni", "bh", "none"], default="bonferroni")
+    check.add_argument("--min-rows", type=int, default=500, help="no verdict below this")
+    check.add_argument(
+        "--fail-on-violations", action="store_true", help="exit 1 on enforced violations too"
+    )
     check.set_defaults(func=cmd_check)
 
     demo = sub.add_parser("demo", help="run the embedded demo")

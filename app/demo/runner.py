@@ -45,6 +45,8 @@ TRAIN_ROWS = 5000
 PREDICTION_COLUMN = "prediction"
 OUTPUT_NAME = "predict"
 READY_TIMEOUT_SECONDS = 60.0
+DEMO_DRIFT = {"INTERVAL_SECONDS": "3", "WINDOW_ROWS": "1200", "MIN_ROWS": "300"}
+"""Drift settings for the demo's short scenarios (override with INFERSIGHT_DRIFT__* variables)."""
 SETTLE_SECONDS = 0.3
 """Pause after a scenario's traffic so the sidecar's observers have counted it."""
 DTYPES = {**DATA_DTYPES, PREDICTION_COLUMN: "int64"}
@@ -186,6 +188,9 @@ def start_sidecar(upstream: str, artifacts: Artifacts, port: int, console: Conso
         port = chosen
     env = dict(os.environ)
     env["INFERSIGHT_LOGGING__SINK"] = str(artifacts.workdir / "requests.log")
+    # Short scenarios need short windows and frequent cycles to show verdicts live.
+    for key, value in DEMO_DRIFT.items():
+        env.setdefault(f"INFERSIGHT_DRIFT__{key}", value)
     env["PYTHONPATH"] = os.pathsep.join(
         p for p in (str(_PROJECT_ROOT), env.get("PYTHONPATH", "")) if p
     )
