@@ -61,8 +61,13 @@ class DriftScheduler:
         timeout_seconds: float,
         on_cycle: Callable[[float], None],
         on_error: Callable[[], None],
+        cycle: Callable[[list[ModelSnapshot]], list[ModelDriftReport]] = run_cycle,
     ) -> None:
+        """Args:
+        cycle: the function run in the worker (module-level, so it pickles by reference).
+        """
         self.windows = windows
+        self._cycle = cycle
         self.profiles = profiles
         self.config = config
         self.interval = interval_seconds
@@ -129,7 +134,7 @@ class DriftScheduler:
             snapshots = [w.snapshot() for w in self.windows.values()]
             loop = asyncio.get_running_loop()
             try:
-                future = loop.run_in_executor(self._pool, run_cycle, snapshots)
+                future = loop.run_in_executor(self._pool, self._cycle, snapshots)
                 reports = await asyncio.wait_for(future, self.timeout)
             except asyncio.CancelledError:
                 raise

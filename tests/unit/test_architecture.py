@@ -1,0 +1,39 @@
+"""Imports flow one way: api → protocols/upstream/telemetry → monitoring → errors/config."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+APP = Path(__file__).resolve().parents[2] / "app"
+WEB = {"fastapi", "starlette", "aiohttp", "httpx", "uvicorn", "prometheus_client", "structlog"}
+FORBIDDEN = {
+    "monitoring": WEB | {"app.api", "app.protocols", "app.upstream", "app.telemetry", "app.main"},
+    "protocols": {"fastapi", "starlette", "aiohttp", "app.api", "app.upstream", "app.telemetry"},
+    "upstream": {"fastapi", "starlette", "app.api", "app.protocols", "app.telemetry"},
+    "telemetry": {"fastapi", "starlette", "aiohttp", "app.api", "app.protocols", "app.upstream"},
+}
+
+
+def imports_of(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+@pytest.mark.parametrize("package", sorted(FORBIDDEN))
+def test_package_imports_only_downstream(package: str) -> None:
+    files = sorted((APP / package).glob("*.py"))
+    assert files
+    for path in files:
+        for name in imports_of(path):
+            for banned in FORBIDDEN[package]:
+                assert not (name == banned or name.startswith(banned + ".")), (
+                    f"{path.relative_to(APP.parent)} imports {name}"
+                )
