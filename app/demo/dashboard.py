@@ -237,6 +237,8 @@ class ScenarioResult:
     scenario: Scenario
     client: TrafficStats
     seen: Interval | None
+    drift: list[str] = field(default_factory=list)
+    """Features the drift cycle flagged when the scenario ended."""
 
     def violations_by_kind(self) -> dict[str, float]:
         out: dict[str, float] = {}
@@ -263,7 +265,7 @@ def summary_table(results: list[ScenarioResult]) -> Table:
     """Per scenario: requests, rejections, violations by kind, and what was seen."""
     table = Table(title="What InferSight saw, by scenario", show_lines=True)
     table.add_column("scenario", no_wrap=True)
-    for name in ("requests", "rejected", "violations", "seen"):
+    for name in ("requests", "rejected", "violations", "drift detected", "seen"):
         table.add_column(name, overflow="fold")
     for r in results:
         table.add_row(
@@ -271,6 +273,7 @@ def summary_table(results: list[ScenarioResult]) -> Table:
             _counts(r.client.status_classes(), "\n"),
             _counts(r.seen.rejected, "\n") if r.seen else "-",
             _counts(r.violations_by_kind(), "\n"),
+            "\n".join(r.drift) or "-",
             escape(r.what_was_seen()),
         )
     return table
@@ -357,7 +360,8 @@ class Dashboard:
             return None
         snap = await self.scrape()
         seen = Interval.between(snap, current.start) if snap is not None else None
-        result = ScenarioResult(current.scenario, current.stats, seen)
+        drift = drifting(snap) if snap is not None else []
+        result = ScenarioResult(current.scenario, current.stats, seen, drift)
         self.results.append(result)
         return result
 
