@@ -58,8 +58,10 @@ fmt: $(STAMP) ## Format and autofix
 	$(BIN)/ruff check --fix app tests benchmarks
 
 .PHONY: bench
-bench: $(STAMP) ## Measure the sidecar's overhead against calling the model server directly
+bench: $(STAMP) ## Measure the sidecar's overhead against calling the model server directly, and the drift cycle
+	@command -v wrk >/dev/null || ./scripts/bootstrap_system.sh wrk
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
+	$(BIN)/python -m benchmarks.drift_cycle
 
 .PHONY: clean
 clean: ## Remove virtualenvs and caches

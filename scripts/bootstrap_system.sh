@@ -3,8 +3,12 @@
 # Without root it only reports what is missing; the tests that need it then skip (or fail in CI).
 set -euo pipefail
 
+# Usage: bootstrap_system.sh [extra Debian packages…] (wrk for `make bench`).
 missing=()
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+for pkg in "$@"; do
+  command -v "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0

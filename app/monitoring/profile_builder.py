@@ -13,6 +13,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.errors import ProfileError
+from app.monitoring.calibration import calibrate_thresholds
 from app.monitoring.profile import (
     N_QUANTILES,
     BooleanFeature,
@@ -70,6 +71,13 @@ class BuildOptions(BaseModel):
     reservoir_size: int = Field(default=0, ge=0)
     """Keep a raw random sample of this many values per numeric feature (0: none)."""
     features: dict[str, FeatureOverride] = Field(default_factory=dict)
+    calibration_rows: int = Field(default=5000, ge=0)
+    """Window size the distance thresholds (PSI, JS, Wasserstein, L-inf) are calibrated for,
+    by bootstrapping windows from the training values (0: no calibration, fixed defaults)."""
+    calibration_bootstraps: int = Field(default=200, ge=1)
+    """Bootstrap windows per feature."""
+    calibration_quantile: float = Field(default=0.99, gt=0.0, lt=1.0)
+    """The quantile of each score's null distribution kept as the threshold."""
 
 
 @dataclass
@@ -271,6 +279,22 @@ def describe_column(
     return _text(name, base, items, options)
 
 
+def _calibrated(
+    feature: Feature, values: Any, options: BuildOptions, rng: np.random.Generator
+) -> Feature:
+    if not options.calibration_rows:
+        return feature
+    thresholds = calibrate_thresholds(
+        feature,
+        values,
+        options.calibration_rows,
+        n_boot=options.calibration_bootstraps,
+        quantile=options.calibration_quantile,
+        rng=rng,
+    )
+    return feature.model_copy(update={"drift_thresholds": thresholds}) if thresholds else feature
+
+
 def _prediction_kind(values: list[Any], dtype: str, options: BuildOptions) -> Kind:
     present = _present(values)
     if dtype == "bool" or (present and all(type(v) is bool for v in present)):
@@ -325,8 +349,14 @@ def build_profile(
             report.warnings.append(f"schema names column '{name}', which is not in the data")
     skip = {target, prediction, *ignore} | {n for n, o in options.features.items() if o.ignore}
     rng = np.random.default_rng(0)
+    calibration_rng = np.random.default_rng(1)
     features = [
-        describe_column(name, values, dtypes.get(name, "object"), options, report, rng=rng)
+        _calibrated(
+            describe_column(name, values, dtypes.get(name, "object"), options, report, rng=rng),
+            values,
+            options,
+            calibration_rng,
+        )
         for name, values in columns.items()
         if name not in skip
     ]
@@ -346,6 +376,7 @@ def build_profile(
         dtype = dtypes.get(source_col, "object")
         kind = _prediction_kind(values, dtype, options)
         dist = describe_column(source_col, values, dtype, options, report, kind=kind)
+        dist = _calibrated(dist, values, options, calibration_rng)
         if output_name:
             dist = dist.model_copy(update={"name": output_name})
         pred_section = PredictionProfile(
