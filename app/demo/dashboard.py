@@ -455,6 +455,9 @@ class Dashboard:
                 parts.append("rejected: " + _counts(w.rejected))
             if w.shifts:
                 parts.append("top shift: " + w.shifts[0].describe())
+            drift = drifting(self._history[-1]) if self._history else []
+            if drift:
+                parts.append("drift: " + ", ".join(drift))
         elif cur is not None:
             parts.append(f"client sent {cur.stats.requests} {_counts(cur.stats.status_classes())}")
         if self.error:

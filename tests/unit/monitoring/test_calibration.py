@@ -12,17 +12,17 @@ import pytest
 from pydantic import ValidationError
 
 from app.monitoring.calibration import calibrate_thresholds
-from app.monitoring.drift_types import DriftConfig, ModelSnapshot
 from app.monitoring.feature_checks import compile_feature
-from app.monitoring.profile import Profile
 from app.monitoring.profile_builder import BuildOptions, BuildReport, describe_column
-from app.monitoring.stattests import js_distance, linf, psi
-from tests.unit.monitoring.test_drift import (
-    binned_sample,
-    build,
-    numeric_sample,
-    training_columns,
+from app.monitoring.stattests import (
+    bin_counts,
+    js_distance,
+    linf,
+    psi,
+    reference_sample,
+    wasserstein_1,
 )
+from tests.unit.monitoring.test_drift import binned_sample, build, training_columns
 
 
 def describe(values: list[Any] | np.ndarray[Any, Any], dtype: str = "object") -> Any:
@@ -47,26 +47,29 @@ class TestNumeric:
         assert all(v > 0 for v in a.values())
 
     def test_the_threshold_is_a_high_quantile_of_fresh_null_windows(self) -> None:
-        """Fresh windows from the training distribution (as serving sees them) cross the 0.99
-        thresholds about 1 % of the time; windows shifted by 0.25 std almost always do."""
-        columns = {"x": NORMAL, "y": np.zeros(NORMAL.size, dtype=np.int64)}
-        profile = build(columns, {"x": "float64", "y": "int64"})
-        f = profile.features[0]
-        crossed = {"psi": 0, "js": 0, "wasserstein": 0}
-        shifted_crossed = dict(crossed)
-        trials = 300
-        r = rng(9)
-        for _ in range(trials):
-            for shift, tally in ((0.0, crossed), (0.5, shifted_crossed)):
-                window = numeric_sample("x", r.normal(5.0 + shift, 2.0, size=5000))
-                report = evaluate_one(profile, window)
-                for t in report:
-                    if t.test in tally:
-                        assert t.threshold == f.drift_thresholds[t.test]
-                        tally[t.test] += bool(t.drift)
+        """Fresh windows from the training distribution (as serving sees them, against a
+        finite training sample) cross the 0.99 thresholds in about 1-3 % of windows on average
+        over training sets; windows shifted by 0.25 std almost always do."""
+        crossed: dict[str, list[float]] = {"psi": [], "js": [], "wasserstein": []}
+        shifted: dict[str, list[float]] = {"psi": [], "js": [], "wasserstein": []}
+        for seed in range(8):
+            train = rng(seed).normal(5.0, 2.0, size=20000)
+            f = describe(train, "float64")
+            th = calibrate_thresholds(f, train, 5000, rng=rng(100 + seed))
+            for shift, tally in ((0.0, crossed), (0.5, shifted)):
+                windows = np.sort(rng(200 + seed).normal(5.0 + shift, 2.0, (100, 5000)), axis=1)
+                counts = np.array([bin_counts(w, f.bin_edges, is_sorted=True) for w in windows])
+                ratios = np.asarray(f.bin_ratios)
+                scores = {
+                    "psi": psi(counts, ratios, train.size),
+                    "js": js_distance(counts, ratios),
+                    "wasserstein": wasserstein_1(windows, reference_sample(f)) / f.std,
+                }
+                for name, values in scores.items():
+                    tally[name].append(float(np.mean(values > th[name])))
         for name in crossed:
-            assert crossed[name] / trials <= 0.04, (name, crossed)
-            assert shifted_crossed[name] / trials >= 0.99, (name, shifted_crossed)
+            assert np.mean(crossed[name]) <= 0.04, (name, crossed[name])
+            assert min(shifted[name]) == 1.0, (name, shifted[name])
 
     def test_smaller_windows_get_larger_thresholds(self) -> None:
         f = describe(NORMAL, "float64")
@@ -91,13 +94,6 @@ class TestNumeric:
         f = describe(NORMAL, "float64")
         assert calibrate_thresholds(f, [None, None], 100) == {}
         assert calibrate_thresholds(f, NORMAL, 0) == {}
-
-
-def evaluate_one(profile: Profile, sample: Any) -> Any:
-    from app.monitoring.drift import evaluate
-
-    snapshot = ModelSnapshot("m", 0.0, (sample,))
-    return evaluate(profile, snapshot, DriftConfig(min_rows=100)).features[0].tests
 
 
 class TestBinned:
@@ -175,10 +171,7 @@ class TestProfileBuilder:
             BuildOptions(calibration_quantile=1.0)
 
     def test_building_a_profile_does_not_load_scipy(self) -> None:
-        code = (
-            "import sys; import app.monitoring.profile_builder; "
-            "print('scipy' in sys.modules)"
-        )
+        code = "import sys; import app.monitoring.profile_builder; print('scipy' in sys.modules)"
         out = subprocess.run(
             [sys.executable, "-c", code], capture_output=True, text=True, check=True
         )
