@@ -140,3 +140,44 @@ def test_serve_with_a_bad_profile_exits_cleanly(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "field 'model'" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_check_exits_1_on_drift_and_writes_json(
+    train_csv: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "p.json"
+    assert (
+        main(
+            [
+                "profile",
+                "build",
+                str(train_csv),
+                "--target",
+                "default",
+                "--prediction",
+                "score",
+                "-o",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    same = tmp_path / "same.csv"
+    shifted = tmp_path / "shifted.csv"
+    cols = generate(1500, seed=4)
+    cols["score"] = [a / 100 for a in cols["age"]]
+    write_csv(cols, str(same))
+    cols["loan_amount"] = [v * 3 for v in cols["loan_amount"]]
+    write_csv(cols, str(shifted))
+    capsys.readouterr()
+    assert main(["check", str(same), "--profile", str(out), "--prediction", "score"]) == 0
+    assert "drift: none" in capsys.readouterr().out
+    report = tmp_path / "report.json"
+    assert main(["check", str(shifted), "--profile", str(out), "--json", str(report)]) == 1
+    assert "drift: loan_amount" in capsys.readouterr().out
+    doc = json.loads(report.read_text())
+    assert doc["drifted"] == ["loan_amount"]
+    assert doc["rows"] == 1500
+    loan = next(f for f in doc["drift"]["features"] if f["feature"] == "loan_amount")
+    assert loan["drift"] is True
+    assert any(t["decides"] and t["drift"] for t in loan["tests"])
