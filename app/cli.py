@@ -300,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--json", help="also write the full report as JSON to this file")
     check.add_argument("--alpha", type=float, default=0.01, help="family-wise error rate")
     check.add_argument("--correction", choices=["bonferroni", "bh", "none"], default="bonferroni")
-    check.add_argument("--min-rows", type=int, default=500, help="no verdict below this")
+    check.add_argument("--min-rows", type=int, default=1000, help="no verdict below this")
     check.add_argument(
         "--fail-on-violations", action="store_true", help="exit 1 on enforced violations too"
     )

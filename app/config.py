@@ -119,7 +119,7 @@ class DriftSettings(_Section):
     """Recent rows kept per feature and model output."""
     window_seconds: float | None = Field(default=None, gt=0)
     """Also drop values older than this (a time-based window); None: count-based only."""
-    min_rows: int = Field(default=500, ge=1)
+    min_rows: int = Field(default=1000, ge=1)
     """No verdict until a window holds this many values."""
     alpha: float = Field(default=0.01, gt=0, lt=1)
     """Family-wise false-alarm rate per model and cycle (before the effect floors)."""

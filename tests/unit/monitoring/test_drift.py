@@ -294,6 +294,17 @@ class TestMinimumWindow:
     def test_the_default_minimum(self) -> None:
         assert DriftConfig().min_rows == 1000
 
+    def test_enough_rows_but_too_few_present_values(self, prof: Profile) -> None:
+        # 960 values: with 1,040 missing (52 %) the missing share drifts; with 50 missing
+        # (5 %, as in training) it does not, and the distribution is still unjudged.
+        xm = np.random.default_rng(0).normal(10.0, 2.0, size=960)
+        gone = run(prof, [numeric_sample("xm", xm, n_missing=1040)]).features[0]
+        assert gone.drift is True
+        few = run(prof, [numeric_sample("xm", xm, n_missing=50)]).features[0]
+        assert result(few, "missing").drift is False
+        assert few.drift is None
+        assert "960 values" in few.reason
+
     def test_a_lower_minimum_gives_verdicts(self, prof: Profile) -> None:
         x = numeric_sample("x", np.random.default_rng(0).normal(2.0, 1.0, size=300))
         assert run(prof, [x], min_rows=300).features[0].drift is True
