@@ -70,6 +70,10 @@ async def test_shifted_feature_drifts_and_untouched_ones_do_not(profile: Profile
     assert 'infersight_drift_detected{feature="employment",model="loan"} 0.0' in metrics
     assert 'infersight_drift_window_rows{feature="age",model="loan"} 1000.0' in metrics
     assert "infersight_drift_cycle_seconds_count 1.0" in metrics
+    # The stub model answers 0.5 for every row: the prediction window says so.
+    assert 'infersight_prediction_window{model="loan",output="predict",stat="mean"} 0.5' in metrics
+    assert 'infersight_prediction_window{model="loan",output="predict",stat="std"} 0.0' in metrics
+    assert loan["prediction_window"]["max"] == 0.5
 
 
 async def test_a_slow_cycle_holding_the_gil_does_not_slow_requests(profile: Profile) -> None:
