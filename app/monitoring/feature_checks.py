@@ -62,6 +62,12 @@ class FeatureCheck:
     missing_bin: int
     unseen_bin: int
 
+    def _init_common(self, feature: Feature, kind: str) -> None:
+        self.name = feature.name
+        self.kind = kind
+        self.required = feature.required
+        self.policy = feature.policy
+
     def check(self, values: list[Any], vectorize: bool) -> ColumnResult:
         """Classify every value of a column (`vectorize` picks the batch path)."""
         if vectorize:
@@ -114,10 +120,7 @@ class NumericCheck(BinnedCheck):
     """Numbers: missing, wrong_type (bools, strings, lists), non_finite, out_of_range."""
 
     def __init__(self, feature: NumericFeature) -> None:
-        self.name = feature.name
-        self.kind = "numeric"
-        self.required = feature.required
-        self.policy = feature.policy
+        self._init_common(feature, "numeric")
         self.edges = list(feature.bin_edges)
         self._edges_np = np.asarray(self.edges, dtype=np.float64)
         slack = feature.range_tolerance * (feature.max - feature.min)
@@ -242,10 +245,7 @@ class CategoricalCheck(DistinctValueCheck):
     """Categories: top-K bins, `__other__` for rarer training values, `__unseen__` for new ones."""
 
     def __init__(self, feature: CategoricalFeature) -> None:
-        self.name = feature.name
-        self.kind = "categorical"
-        self.required = feature.required
-        self.policy = feature.policy
+        self._init_common(feature, "categorical")
         top = list(feature.categories)
         self.bin_labels = [*top, OTHER_BIN, UNSEEN_BIN, MISSING_BIN]
         present = 1.0 - feature.missing_ratio
@@ -281,10 +281,7 @@ class BooleanCheck(DistinctValueCheck):
     """Booleans: true/false (and 0/1, 'yes'/'no'); anything else is `wrong_type`."""
 
     def __init__(self, feature: BooleanFeature) -> None:
-        self.name = feature.name
-        self.kind = "boolean"
-        self.required = feature.required
-        self.policy = feature.policy
+        self._init_common(feature, "boolean")
         self.bin_labels = ["false", "true", UNSEEN_BIN, MISSING_BIN]
         present = 1.0 - feature.missing_ratio
         self.reference_ratios = [
@@ -309,10 +306,7 @@ class TextCheck(BinnedCheck):
     """Free text: binned by token count; non-strings are `wrong_type`."""
 
     def __init__(self, feature: TextFeature) -> None:
-        self.name = feature.name
-        self.kind = "text"
-        self.required = feature.required
-        self.policy = feature.policy
+        self._init_common(feature, "text")
         self.edges = list(feature.bin_edges)
         self._init_value_bins(feature.bin_ratios, feature.missing_ratio)
         self.vocabulary = frozenset(feature.vocabulary)

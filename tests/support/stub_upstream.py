@@ -49,6 +49,16 @@ def _rows(doc: dict[str, Any]) -> int:
 
 
 def build_app(state: StubState) -> web.Application:
+    def record(request: web.Request, body: bytes) -> None:
+        state.requests.append(
+            {
+                "path": request.path,
+                "path_qs": request.raw_path,
+                "body": body,
+                "headers": {k.lower(): v for k, v in request.headers.items()},
+            }
+        )
+
     async def fault(request: web.Request) -> web.StreamResponse | None:
         if state.delay:
             await asyncio.sleep(state.delay)
@@ -64,14 +74,7 @@ def build_app(state: StubState) -> web.Application:
 
     async def infer(request: web.Request) -> web.StreamResponse:
         body = await request.read()
-        state.requests.append(
-            {
-                "path": request.path,
-                "path_qs": request.raw_path,
-                "body": body,
-                "headers": {k.lower(): v for k, v in request.headers.items()},
-            }
-        )
+        record(request, body)
         bad = await fault(request)
         if bad is not None:
             return bad
@@ -97,14 +100,7 @@ def build_app(state: StubState) -> web.Application:
 
     async def predict_v1(request: web.Request) -> web.StreamResponse:
         body = await request.read()
-        state.requests.append(
-            {
-                "path": request.path,
-                "path_qs": request.raw_path,
-                "body": body,
-                "headers": {k.lower(): v for k, v in request.headers.items()},
-            }
-        )
+        record(request, body)
         bad = await fault(request)
         if bad is not None:
             return bad
@@ -113,14 +109,7 @@ def build_app(state: StubState) -> web.Application:
 
     async def invocations(request: web.Request) -> web.StreamResponse:
         body = await request.read()
-        state.requests.append(
-            {
-                "path": request.path,
-                "path_qs": request.raw_path,
-                "body": body,
-                "headers": {k.lower(): v for k, v in request.headers.items()},
-            }
-        )
+        record(request, body)
         bad = await fault(request)
         if bad is not None:
             return bad
