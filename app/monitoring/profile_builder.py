@@ -268,6 +268,11 @@ def describe_column(
     if kind is None:
         kind = override.kind if override and override.kind else infer_kind(items, dtype, options)
     base = _base(name, dtype, items, override)
+    if kind != "categorical" and not any(not is_missing(v) for v in items):
+        # Nothing to describe: keep the column (its missing share is still monitored) as a
+        # categorical feature with an empty domain, so any value it gets is "unseen".
+        report.warnings.append(f"{name}: every value is missing; profiled as an empty category")
+        kind = "categorical"
     if kind == "numeric":
         return _numeric(
             name, base, items, override, options, report, rng or np.random.default_rng(0)

@@ -483,3 +483,21 @@ def test_built_profile_is_a_valid_document() -> None:
     assert p.model == MODEL
     income = feature(p, "income")
     assert income.missing_ratio == pytest.approx(18 / n)  # rows 0, 17, …, 289
+
+
+def test_an_all_missing_column_is_kept_as_an_empty_category() -> None:
+    from app.monitoring.profile import ModelInfo as _ModelInfo
+    from app.monitoring.profile_builder import build_profile as _build
+
+    profile, report = _build(
+        {"a": [1.0, 2.0, 3.0], "empty": [None, None, None]},
+        {"a": "float64", "empty": "float64"},
+        target=None,
+        model=_ModelInfo(name="m"),
+        data_hash="x",
+    )
+    empty = next(f for f in profile.features if f.name == "empty")
+    assert empty.kind == "categorical"
+    assert empty.missing_ratio == 1.0
+    assert not empty.required
+    assert any("every value is missing" in w for w in report.warnings)
