@@ -184,9 +184,9 @@ class TestNumeric:
         with pytest.raises(ProfileError, match="amount"):
             build({"amount": [1.0, True]}, {"amount": "float64"})
 
-    def test_all_missing_numeric_column_is_a_profile_error(self) -> None:
+    def test_numeric_column_without_finite_values_is_a_profile_error(self) -> None:
         with pytest.raises(ProfileError, match="no finite values"):
-            build({"amount": [None, float("nan")]}, {"amount": "float64"})
+            build({"amount": [float("inf"), None, float("-inf")]}, {"amount": "float64"})
 
 
 # --- categorical ---------------------------------------------------------------------------
