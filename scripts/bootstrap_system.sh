@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Installs the Debian packages that tests use (Prometheus and promtool), when run as root.
+# Installs the Debian packages that tests use, when run as root: Prometheus and promtool,
+# Alertmanager and amtool (end-to-end alert tests), docker-compose (offline compose validation).
 # Without root it only reports what is missing; the tests that need it then skip (or fail in CI).
 set -euo pipefail
 
 # Usage: bootstrap_system.sh [extra Debian packages…] (wrk for `make bench`).
 missing=()
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+command -v prometheus-alertmanager >/dev/null 2>&1 || missing+=(prometheus-alertmanager)
+command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
 for pkg in "$@"; do
   command -v "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
