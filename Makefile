@@ -28,7 +28,7 @@ servers: ## Create the model servers' own virtualenvs (MLServer, kserve, MLflow)
 	./scripts/bootstrap_servers.sh
 
 .PHONY: system-deps
-system-deps: ## Install Debian packages the tests use (prometheus, promtool) when run as root
+system-deps: ## Install Debian packages the tests use (prometheus, alertmanager, docker-compose) as root
 	./scripts/bootstrap_system.sh
 
 .PHONY: demo
@@ -62,6 +62,20 @@ bench: $(STAMP) ## Measure the sidecar's overhead against calling the model serv
 	@command -v wrk >/dev/null || ./scripts/bootstrap_system.sh wrk
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 	$(BIN)/python -m benchmarks.drift_cycle
+
+COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
+
+.PHONY: up
+up: ## Start the full stack (model server, sidecar, Prometheus, Alertmanager, Grafana, Loki)
+	$(COMPOSE) up -d --build
+
+.PHONY: up-traffic
+up-traffic: ## Start the full stack and play the demo scenarios against it
+	$(COMPOSE) --profile traffic up -d --build
+
+.PHONY: down
+down: ## Stop the full stack (named volumes are kept)
+	$(COMPOSE) down
 
 .PHONY: clean
 clean: ## Remove virtualenvs and caches
