@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
 from app.demo.data import DTYPES, generate
@@ -24,7 +26,7 @@ def loan_profile(n: int = 2000, seed: int = 0, name: str = "loan") -> Profile:
         target="default",
         prediction="score",
         output_name="predict",
-        model=ModelInfo(name=name, version="v1"),
+        model=ModelInfo(name=name, version="v1", trained_at=datetime(2026, 11, 1, tzinfo=UTC)),
         data_hash="sha256:test",
     )
     return profile
