@@ -47,6 +47,7 @@ test-unit: $(STAMP) ## Run the unit tests only (fast)
 lint: $(STAMP) ## ruff lint and format check
 	$(BIN)/ruff check app tests benchmarks
 	$(BIN)/ruff format --check app tests benchmarks
+	$(BIN)/hadolint --config .hadolint.yaml Dockerfile docker/model-server/Dockerfile
 
 .PHONY: typecheck
 typecheck: $(STAMP) ## mypy --strict on app/
@@ -75,7 +76,7 @@ up-traffic: ## Start the full stack and play the demo scenarios against it
 
 .PHONY: down
 down: ## Stop the full stack (named volumes are kept)
-	$(COMPOSE) down
+	$(COMPOSE) --profile traffic down
 
 .PHONY: clean
 clean: ## Remove virtualenvs and caches
