@@ -3,7 +3,6 @@ configs: only targets are rewritten to loopback and intervals shortened."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import time
@@ -15,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
+from tests.support.components import require_binary
 from tests.support.stub_upstream import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,13 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def require(binary: str) -> str:
     """The binary's path; fail in CI, skip elsewhere, when it is missing."""
-    path = shutil.which(binary)
-    if path is None:
-        reason = f"{binary} is not installed (Debian: prometheus / prometheus-alertmanager)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    return path
+    return require_binary(binary, "prometheus / prometheus-alertmanager")
 
 
 @dataclass

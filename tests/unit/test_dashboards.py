@@ -10,9 +10,7 @@ from __future__ import annotations
 import importlib.util
 import io
 import json
-import os
 import re
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -28,6 +26,7 @@ from app.monitoring.batch import Batch
 from app.monitoring.profile import VIOLATION_KINDS, Profile
 from app.telemetry.logging import LineSink
 from app.telemetry.request_log import RequestLog
+from tests.support.components import require_binary
 from tests.support.grafana_queries import (
     NOT_EXPORTED_YET,
     PanelQuery,
@@ -283,13 +282,7 @@ def test_prometheus_queries_are_balanced_and_fully_substituted(q: PanelQuery) ->
 
 
 def _require(binary: str) -> str:
-    path = shutil.which(binary)
-    if path is None:
-        reason = f"{binary} is not installed (Debian: prometheus)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    return path
+    return require_binary(binary, "prometheus")
 
 
 def test_prometheus_queries_parse(tmp_path: Path) -> None:
