@@ -9,15 +9,15 @@ runbook_url that lands on its README section.
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+
+from tests.support.components import require_binary
 
 pytestmark = pytest.mark.e2e
 
@@ -54,19 +54,14 @@ DESIGN_CANDIDATES = (
     ROOT / "docs" / "DESIGN.md",
     ROOT.parent / "shared" / "DESIGN.md",  # the development workspace keeps it beside the clone
 )
+PACKAGES = {"promtool": "prometheus", "amtool": "prometheus-alertmanager"}
 SEVERITIES = {"critical", "warning", "info"}
 RUNBOOK = "https://github.com/infersight/infersight#"
 
 
 def require(binary: str) -> str:
-    """The binary's path; fail in CI, skip elsewhere, when it is missing."""
-    path = shutil.which(binary)
-    if path is None:
-        reason = f"{binary} is not installed (Debian: prometheus / prometheus-alertmanager)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    return path
+    """The binary's path; a missing one fails in CI (CI=true) and skips elsewhere."""
+    return require_binary(binary, PACKAGES[binary])
 
 
 def run(*cmd: str) -> subprocess.CompletedProcess[str]:
