@@ -8,6 +8,7 @@ tests that they agree.
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from bisect import bisect_left
 from collections import Counter
 from dataclasses import dataclass, field
@@ -50,7 +51,7 @@ class ColumnResult:
             rows.append(row)
 
 
-class FeatureCheck:
+class FeatureCheck(ABC):
     """Base of the compiled checks. `bin_labels` is fixed at compile time (bounded cardinality)."""
 
     name: str
@@ -74,11 +75,13 @@ class FeatureCheck:
             return self.check_vectorized(values)
         return self.check_python(values)
 
+    @abstractmethod
     def check_python(self, values: list[Any]) -> ColumnResult:
-        raise NotImplementedError
+        """Row-by-row classification (cheapest for a handful of rows)."""
 
+    @abstractmethod
     def check_vectorized(self, values: list[Any]) -> ColumnResult:
-        raise NotImplementedError
+        """Batch classification; identical results to `check_python`."""
 
     def absent(self, n_rows: int) -> ColumnResult:
         """The column is not in the request at all: every row is missing."""
@@ -203,9 +206,9 @@ class DistinctValueCheck(FeatureCheck):
     """A check that classifies each value on its own (categories, booleans): the batch path
     counts distinct values in C and classifies each distinct value once."""
 
+    @abstractmethod
     def classify(self, value: Any) -> tuple[int, ViolationKind | None]:
         """(bin index, violation kind or None) of one value."""
-        raise NotImplementedError
 
     def check_python(self, values: list[Any]) -> ColumnResult:
         counts = [0] * len(self.bin_labels)
