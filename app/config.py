@@ -129,6 +129,96 @@ class DriftSettings(_Section):
     """A cycle running longer is abandoned and counted as an error."""
 
 
+class FeedbackSettings(_Section):
+    """Ground truth: predictions kept for matching, `POST /feedback`, quality windows."""
+
+    enabled: bool = True
+    """Keep predictions for matching and accept `POST /feedback` (needs a profiled model)."""
+    store: str = "sqlite:infersight-feedback.db"
+    """Where predictions wait for their labels: `sqlite:PATH` (one replica; survives a
+    restart), `sqlite::memory:` (lost on restart), or a `postgresql://…` URL (several replicas
+    sharing one store)."""
+    max_rows: int = Field(default=1_000_000, ge=1)
+    """Predictions kept (one per row); the oldest are evicted past it (counted)."""
+    ttl_seconds: float = Field(default=30 * 86400, gt=0)
+    """Feedback for a prediction older than this is `expired`."""
+    key_field: str | None = None
+    """An input field whose value identifies a row for feedback (a business key such as an
+    application id) besides `request_id` and `row`."""
+    window_rows: int = Field(default=1000, ge=10)
+    """Labelled predictions in the quality window behind `infersight_model_quality`."""
+    min_rows: int = Field(default=30, ge=1)
+    """No quality values until the window holds this many labelled predictions."""
+    task: Literal["auto", "classification", "regression"] = "auto"
+    """How labels are compared with predictions; `auto` follows the profile's prediction."""
+    positive_class: str | None = None
+    """Binary classification: the label that counts as positive (default: the profile's,
+    else `1`)."""
+    threshold: float = Field(default=0.5, ge=0.0, le=1.0)
+    """A probability output at or above this predicts the positive class."""
+    calibration_bins: int = Field(default=10, ge=2, le=20)
+    """Reliability bins over [0, 1] for probability outputs."""
+    queue_size: int = Field(default=10_000, ge=1)
+    """Responses waiting to be written to the store; overflow is counted and dropped."""
+    max_items: int = Field(default=10_000, ge=1)
+    """Most labels accepted in one `POST /feedback` (more: 413)."""
+
+
+class ShadowSettings(_Section):
+    """A candidate model that gets a mirrored share of the traffic (never affects clients)."""
+
+    url: str | None = None
+    """Base URL of the shadow model server (same protocol and paths as the upstream); unset:
+    no shadow."""
+    sample_rate: float = Field(default=1.0, ge=0.0, le=1.0)
+    """Share of successful requests mirrored to the shadow."""
+    max_concurrency: int = Field(default=4, ge=1)
+    """Mirrored requests in flight at once."""
+    queue_size: int = Field(default=100, ge=1)
+    """Mirrored requests waiting; past it they are dropped (counted)."""
+    timeout_seconds: float = Field(default=5.0, gt=0)
+    """Time allowed for the shadow's answer."""
+    tolerance: float = Field(default=0.0, ge=0.0)
+    """Numeric predictions agree when they differ by at most this (classes must be equal)."""
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("shadow.url must start with http:// or https://")
+        return value.rstrip("/") if value else value
+
+
+class ParitySettings(_Section):
+    """Replays the profile's golden rows to the model server and compares the answers."""
+
+    enabled: bool = True
+    """Run parity probes for every profile that carries golden rows."""
+    interval_seconds: float = Field(default=300.0, gt=0)
+    """Seconds between probes."""
+    tolerance: float | None = Field(default=None, ge=0.0)
+    """Largest absolute difference that still matches (default: the profile's)."""
+    request_format: Literal["auto", "columns", "matrix"] = "auto"
+    """How golden rows are sent: `columns` (V2: one tensor per feature; V1/MLflow: records or
+    a split frame) or `matrix` (one 2-D tensor in the profile's feature order); `auto` picks
+    `columns`."""
+
+
+class LifecycleSettings(_Section):
+    """Model version, staleness."""
+
+    max_model_age_days: float = Field(default=30.0, gt=0)
+    """`InferSightModelStale` fires when the model was trained longer ago than this."""
+    model_version: str | None = None
+    """The served version when the protocol does not say it (V1, MLflow); default: the
+    profile's."""
+    version_header: str | None = None
+    """A response header that carries the served model version (any protocol)."""
+    metadata_interval_seconds: float = Field(default=60.0, gt=0)
+    """How often the model server's metadata (V2 `/v2/models/<m>`, `/v2`; MLflow
+    `/version`) is read for versions."""
+
+
 class Settings(BaseSettings):
     """Everything `infersight serve` can be told."""
 
@@ -152,6 +242,10 @@ class Settings(BaseSettings):
     auth: AuthSettings = AuthSettings()
     metrics: MetricsSettings = MetricsSettings()
     drift: DriftSettings = DriftSettings()
+    feedback: FeedbackSettings = FeedbackSettings()
+    shadow: ShadowSettings = ShadowSettings()
+    parity: ParitySettings = ParitySettings()
+    lifecycle: LifecycleSettings = LifecycleSettings()
 
     @field_validator("profiles", mode="before")
     @classmethod

@@ -203,6 +203,33 @@ class PredictionProfile(_Strict):
     column: int | None = None
     """For 2-D outputs (e.g. class probabilities): the column to monitor; None = the last."""
     distribution: Feature
+    task: Literal["classification", "regression"] | None = None
+    """How ground truth is compared with this output: `classification` (class labels, or the
+    probability of `positive_class` when the output is numeric) or `regression`; None: class
+    labels for a categorical output, regression for a numeric one."""
+    positive_class: str | None = None
+    """Binary classification: the label the probability output refers to."""
+
+
+class GoldenSet(_Strict):
+    """Rows with the model's outputs at training time, replayed by parity probes."""
+
+    rows: list[dict[str, Any]] = Field(min_length=1)
+    """Input rows by feature name, as the model was given them."""
+    predictions: list[Any] = Field(min_length=1)
+    """The model's output for each row (a number or a class label)."""
+    output_name: str | None = None
+    """The output compared (default: the prediction section's)."""
+    tolerance: float = Field(default=1e-6, ge=0.0)
+    """Largest absolute difference that still matches (numbers); classes must be equal."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> GoldenSet:
+        if len(self.rows) != len(self.predictions):
+            raise ValueError(
+                f"golden has {len(self.rows)} rows but {len(self.predictions)} predictions"
+            )
+        return self
 
 
 class ModelInfo(_Strict):
@@ -222,6 +249,8 @@ class Profile(_Strict):
     target: str | None = None
     features: list[Feature]
     prediction: PredictionProfile | None = None
+    golden: GoldenSet | None = None
+    """Golden rows for parity probes (optional)."""
 
     @field_validator("features")
     @classmethod

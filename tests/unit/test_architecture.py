@@ -1,4 +1,5 @@
-"""Imports flow one way: api → protocols/upstream/telemetry → monitoring → errors/config."""
+"""Imports flow one way: api → lifecycle → protocols/upstream/telemetry → monitoring/feedback →
+errors/config."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ FORBIDDEN = {
     "protocols": {"fastapi", "starlette", "aiohttp", "app.api", "app.upstream", "app.telemetry"},
     "upstream": {"fastapi", "starlette", "app.api", "app.protocols", "app.telemetry"},
     "telemetry": {"fastapi", "starlette", "aiohttp", "app.api", "app.protocols", "app.upstream"},
+    "feedback": WEB | {"app.api", "app.protocols", "app.upstream", "app.telemetry", "app.main"},
+    "lifecycle": {"fastapi", "starlette", "app.api", "app.main"},
 }
 
 

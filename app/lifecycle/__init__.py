@@ -1,0 +1,1 @@
+"""Model lifecycle: served versions, shadow candidates, parity probes, the ML Test Score."""

@@ -1,0 +1,127 @@
+"""The contract every prediction store keeps (SQLite here; PostgreSQL in tests/integration)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from app.errors import ConfigError
+from app.feedback.store import Lookup, PredictionStore, StoredPrediction, open_store
+
+StoreFactory = Callable[..., PredictionStore]
+
+
+@pytest.fixture(params=["memory", "file"])
+def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreFactory]:
+    opened: list[PredictionStore] = []
+
+    def make(max_rows: int = 1000, ttl_seconds: float = 3600.0) -> PredictionStore:
+        url = "sqlite::memory:" if request.param == "memory" else f"sqlite:{tmp_path / 'fb.db'}"
+        store = open_store(url, max_rows, ttl_seconds)
+        opened.append(store)
+        return store
+
+    yield make
+    for store in opened:
+        store.close()
+
+
+def pred(rid: str, row: int = 0, value: object = 1, at: float = 1000.0, key: str | None = None) -> StoredPrediction:
+    return StoredPrediction("loan", rid, row, value, at, key=key, version="v1")
+
+
+def test_match_by_request_id_and_row(make_store: StoreFactory) -> None:
+    store = make_store()
+    store.put([pred("a", 0, 0.25), pred("a", 1, "yes"), pred("b", 0, None)])
+    got = store.match([Lookup("loan", "a", 1), Lookup("loan", "a", 0), Lookup("loan", "b")], 1001.0)
+    assert [m.outcome for m in got] == ["matched"] * 3
+    assert got[0].prediction is not None and got[0].prediction.value == "yes"
+    assert got[1].prediction is not None and got[1].prediction.value == 0.25
+    assert got[1].prediction.version == "v1" and got[1].prediction.row == 0
+    assert got[2].prediction is not None and got[2].prediction.value is None
+
+
+def test_unknown_duplicate_and_other_model(make_store: StoreFactory) -> None:
+    store = make_store()
+    store.put([pred("a")])
+    first = store.match([Lookup("loan", "a"), Lookup("loan", "a")], 1001.0)
+    assert [m.outcome for m in first] == ["matched", "duplicate"]
+    later = store.match(
+        [Lookup("loan", "a"), Lookup("loan", "zzz"), Lookup("churn", "a"), Lookup("loan", "a", 5)],
+        1002.0,
+    )
+    assert [m.outcome for m in later] == ["duplicate", "unknown", "unknown", "unknown"]
+
+
+def test_put_keeps_the_first_record(make_store: StoreFactory) -> None:
+    store = make_store()
+    store.put([pred("a", value=1)])
+    store.put([pred("a", value=2)])
+    assert store.count() == 1
+    (m,) = store.match([Lookup("loan", "a")], 1001.0)
+    assert m.prediction is not None and m.prediction.value == 1
+
+
+def test_business_key_matches_the_latest_prediction(make_store: StoreFactory) -> None:
+    store = make_store()
+    store.put([pred("r1", value=0.1, at=1000.0, key="app-7"), pred("r2", value=0.9, at=1005.0, key="app-7")])
+    (m,) = store.match([Lookup("loan", key="app-7")], 1010.0)
+    assert m.outcome == "matched"
+    assert m.prediction is not None and m.prediction.request_id == "r2"
+    assert [x.outcome for x in store.match([Lookup("loan", key="app-7"), Lookup("loan", key="nope")], 1011.0)] == [
+        "duplicate",
+        "unknown",
+    ]
+
+
+def test_ttl_expires_before_and_after_purge(make_store: StoreFactory) -> None:
+    store = make_store(ttl_seconds=100.0)
+    store.put([pred("old", at=1000.0), pred("older", at=900.0), pred("new", at=1150.0)])
+    # Past the TTL at match time even before any purge.
+    assert store.match([Lookup("loan", "old")], 1101.0)[0].outcome == "expired"
+    purged = store.purge(1101.0)
+    assert purged.expired == 2  # "old" and "older" (answering "expired" changes nothing)…
+    assert store.purge(1101.0).expired == 0  # …and a purge counts each record once
+    got = store.match([Lookup("loan", "older"), Lookup("loan", "new")], 1101.0)
+    assert [m.outcome for m in got] == ["expired", "matched"]
+    assert store.count() == 3  # tombstones are kept to answer "expired"
+
+
+def test_labelled_records_stay_duplicates_after_their_ttl(make_store: StoreFactory) -> None:
+    store = make_store(ttl_seconds=100.0)
+    store.put([pred("a", at=1000.0)])
+    assert store.match([Lookup("loan", "a")], 1001.0)[0].outcome == "matched"
+    assert store.purge(2000.0).expired == 0
+    assert store.match([Lookup("loan", "a")], 2000.0)[0].outcome == "duplicate"
+
+
+def test_row_cap_evicts_the_oldest(make_store: StoreFactory) -> None:
+    store = make_store(max_rows=3)
+    store.put([pred(f"r{i}", at=1000.0 + i) for i in range(5)])
+    result = store.purge(1010.0)
+    assert result.evicted == 2
+    assert store.count() == 3
+    got = store.match([Lookup("loan", f"r{i}") for i in range(5)], 1010.0)
+    assert [m.outcome for m in got] == ["unknown", "unknown", "matched", "matched", "matched"]
+
+
+def test_file_store_survives_reopening(tmp_path: Path) -> None:
+    url = f"sqlite:{tmp_path / 'fb.db'}"
+    store = open_store(url, 100, 3600.0)
+    store.put([pred("a", value=0.7)])
+    store.close()
+    again = open_store(url, 100, 3600.0)
+    try:
+        (m,) = again.match([Lookup("loan", "a")], 1001.0)
+        assert m.outcome == "matched" and m.prediction is not None and m.prediction.value == 0.7
+    finally:
+        again.close()
+
+
+def test_bad_urls_are_config_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="feedback.store must be"):
+        open_store("redis://x", 10, 1.0)
+    with pytest.raises(ConfigError, match="does not exist"):
+        open_store(f"sqlite:{tmp_path / 'no' / 'such' / 'dir.db'}", 10, 1.0)
