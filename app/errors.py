@@ -9,6 +9,7 @@ InferSightError
 │   ├── PayloadTooLarge         body or row count over the configured limit
 │   └── ValidationFailed        an `enforce` violation in at least one row
 ├── AuthError                   missing or wrong bearer token
+├── NotEnabled                  a route whose feature is not configured
 └── UpstreamError               the model server is at fault
     ├── UpstreamUnavailable     cannot connect, or the connection broke
     ├── UpstreamTimeout         no answer within the configured timeout
@@ -82,6 +83,12 @@ class AuthError(InferSightError):
     """A protected route was called without the right bearer token."""
 
     type_name = "unauthorized"
+
+
+class NotEnabled(InferSightError):
+    """The route belongs to a feature that this deployment has not configured."""
+
+    type_name = "not_enabled"
 
 
 class UpstreamError(InferSightError):

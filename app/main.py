@@ -23,21 +23,32 @@ from app.api.models import ModelRouter
 from app.api.proxy import (
     REQUEST_ID,
     InferenceRoutes,
+    Observers,
     Proxy,
     ProxyLimits,
     passthrough,
     request_id_of,
 )
 from app.config import Settings
-from app.errors import AuthError, ConfigError, InferSightError
+from app.errors import AuthError, ConfigError, InferSightError, NotEnabled
+from app.feedback.recorder import FeedbackRecorder
+from app.feedback.store import open_store
+from app.lifecycle.feedback import FeedbackService, ModelQuality
+from app.lifecycle.versions import MetadataPoller, VersionTracker
 from app.monitoring.drift_scheduler import DriftScheduler, NullDriftScheduler
 from app.monitoring.drift_types import DriftConfig
-from app.monitoring.profile import Profile, load_profile
+from app.monitoring.profile import OTHER_BIN, Profile, load_profile
+from app.monitoring.quality import QualityWindow, quality_spec
 from app.monitoring.serving_stats import ModelStats
 from app.monitoring.validator import Validator
 from app.monitoring.windows import ModelWindows
 from app.protocols.codecs import CODECS
 from app.telemetry.drift_metrics import DriftCollector
+from app.telemetry.lifecycle_metrics import (
+    LifecycleMetrics,
+    ModelFeedbackMetrics,
+    QualityCollector,
+)
 from app.telemetry.logging import configure_logging, open_request_sink
 from app.telemetry.metrics import Metrics, ServingStatsCollector, cgroup_memory_limit
 from app.telemetry.request_log import RequestLog
@@ -88,6 +99,8 @@ class AppState:
     request_log: RequestLog
     drift: DriftScheduler | NullDriftScheduler
     probe_path: str
+    lifecycle: LifecycleMetrics
+    feedback: FeedbackService | None = None
     upstream_ready: bool = False
 
 
@@ -169,6 +182,39 @@ def _drift_scheduler(
     )
 
 
+def _store_error(lifecycle: LifecycleMetrics, message: str) -> None:
+    lifecycle.store_errors.inc()
+    log.warning("feedback.store_error", error=message)
+
+
+def _feedback(
+    settings: Settings, profiles: dict[str, Profile], lifecycle: LifecycleMetrics
+) -> FeedbackService | None:
+    fb = settings.feedback
+    predicted = {name: p for name, p in profiles.items() if p.prediction is not None}
+    if not fb.enabled or not predicted:
+        return None
+    models: dict[str, ModelQuality] = {}
+    for name, profile in predicted.items():
+        assert profile.prediction is not None
+        spec = quality_spec(
+            profile.prediction, fb.task, fb.positive_class, fb.threshold, fb.calibration_bins
+        )
+        models[name] = ModelQuality(
+            spec,
+            QualityWindow(spec, fb.window_rows, fb.min_rows),
+            ModelFeedbackMetrics(lifecycle, name, spec),
+        )
+    recorder = FeedbackRecorder(
+        lambda: open_store(fb.store, fb.max_rows, fb.ttl_seconds),
+        fb.queue_size,
+        on_drop=lifecycle.store_dropped.inc,
+        on_purge=lifecycle.on_purge,
+        on_error=lambda msg: _store_error(lifecycle, msg),
+    )
+    return FeedbackService(fb, recorder, models, ModelFeedbackMetrics(lifecycle, OTHER_BIN, None))
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -193,6 +239,10 @@ def create_app(
     if profiles is None:
         profiles = load_profiles(settings)
     metrics = Metrics(registry)
+    lifecycle = LifecycleMetrics(registry)
+    max_age = settings.lifecycle.max_model_age_days * 86400
+    for name in profiles:
+        lifecycle.max_age.labels(name).set(max_age)
     router = ModelRouter(
         profiles,
         metrics,
@@ -204,14 +254,31 @@ def create_app(
             vectorize_min_rows=settings.validation.vectorize_min_rows,
         ),
         _windows_factory(settings) if settings.drift.enabled else None,
+        lambda name, profile: VersionTracker(
+            name,
+            profile.model.version,
+            profile.content_hash(),
+            metrics,
+            lifecycle,
+            settings.lifecycle.model_version,
+        ),
     )
     registry.register(ServingStatsCollector(router.stats()))
+    feedback = _feedback(settings, profiles, lifecycle)
+    if feedback is not None:
+        registry.register(QualityCollector(feedback.windows))
+    poller = MetadataPoller(
+        settings.protocol,
+        upstream := UpstreamClient(settings.upstream),
+        router.versions(),
+        lifecycle,
+        settings.lifecycle.metadata_interval_seconds,
+    )
     drift = _drift_scheduler(settings, router, profiles, metrics)
     registry.register(DriftCollector(lambda: drift.latest, router.windows()))
     limit = settings.metrics.memory_limit_bytes or cgroup_memory_limit()
     if limit:
         metrics.memory_limit.set(limit)
-    upstream = UpstreamClient(settings.upstream)
     request_log = RequestLog(
         settings.logging,
         on_drop=metrics.log_records_dropped.inc,
@@ -226,6 +293,8 @@ def create_app(
         request_log=request_log,
         drift=drift,
         probe_path=ready_path(settings, list(profiles)),
+        lifecycle=lifecycle,
+        feedback=feedback,
     )
     proxy = Proxy(
         CODECS[settings.protocol],
@@ -233,14 +302,25 @@ def create_app(
         upstream,
         request_log,
         ProxyLimits(settings.validation.max_body_bytes, settings.validation.max_rows),
+        Observers(
+            recorder=feedback.recorder if feedback else None,
+            feedback_models=frozenset(feedback.models) if feedback else frozenset(),
+            key_field=settings.feedback.key_field,
+            version_header=(settings.lifecycle.version_header or "").lower() or None,
+        ),
     )
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await upstream.start()
+        if feedback is not None:
+            await feedback.recorder.start()
         request_log.start()
         drift.start()
-        probe = asyncio.create_task(_probe_loop(state))
+        tasks = [
+            asyncio.create_task(_probe_loop(state)),
+            asyncio.create_task(poller.run_forever()),
+        ]
         log.info(
             "sidecar.started",
             version=__version__,
@@ -251,10 +331,14 @@ def create_app(
         try:
             yield
         finally:
-            probe.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await probe
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await drift.stop()
+            if feedback is not None:
+                await feedback.recorder.stop()
             await upstream.close()
             request_log.stop()
             log.info("sidecar.stopped", written=request_log.written, dropped=request_log.dropped)
@@ -317,6 +401,20 @@ def create_app(
                 for name, w in router.windows().items()
             },
         }
+
+    @app.post("/feedback", tags=["feedback"], response_model=None)
+    async def feedback_route(request: Request) -> Response:
+        """Ground truth for earlier predictions: `{"feedback": [{"request_id", "row", "label"}]}`
+        (or `key` instead of request_id/row). Answers the count of each outcome (matched,
+        unknown, duplicate, expired, invalid) and a detail line for every label not matched."""
+        if not _authorized(request, settings.auth.feedback_token):
+            return error_response(AuthError("a valid bearer token is required for /feedback"))
+        if feedback is None:
+            raise NotEnabled(
+                "feedback is off: it needs feedback.enabled and a profile with a prediction section"
+            )
+        body = await request.body()
+        return JSONResponse(await feedback.handle(body))
 
     @app.get("/metrics", tags=["monitoring"], response_model=None)
     async def metrics_route(request: Request) -> Response:

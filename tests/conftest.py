@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
 
 import pytest
@@ -9,6 +10,9 @@ import pytest
 from app.demo.data import DTYPES, generate
 from app.monitoring.profile import ModelInfo, Profile
 from app.monitoring.profile_builder import build_profile
+
+# Sidecars built by tests keep feedback predictions in memory unless a test asks for a file.
+os.environ.setdefault("INFERSIGHT_FEEDBACK__STORE", "sqlite::memory:")
 
 
 def loan_profile(n: int = 2000, seed: int = 0, name: str = "loan") -> Profile:

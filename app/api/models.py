@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from app.lifecycle.versions import VersionTracker
 from app.monitoring.profile import OTHER_BIN, Profile
 from app.monitoring.serving_stats import ModelStats
 from app.monitoring.validator import Validator
@@ -24,6 +25,8 @@ class MonitoredModel:
     metrics: ModelMetrics
     windows: ModelWindows | None = None
     """Drift windows (None when drift is off or the model is unprofiled)."""
+    versions: VersionTracker | None = None
+    """The served version (None for unprofiled models)."""
 
     @property
     def feature_order(self) -> list[str]:
@@ -40,6 +43,7 @@ class ModelRouter:
         protocol: str,
         make_validator: Callable[[Profile], Validator] = Validator,
         make_windows: Callable[[str, Validator, ModelStats], ModelWindows] | None = None,
+        make_versions: Callable[[str, Profile], VersionTracker] | None = None,
     ) -> None:
         self.models: dict[str, MonitoredModel] = {}
         for name, profile in profiles.items():
@@ -52,14 +56,16 @@ class ModelRouter:
                 stats=stats,
                 metrics=ModelMetrics(metrics, name, protocol),
                 windows=make_windows(name, validator, stats) if make_windows else None,
+                versions=make_versions(name, profile) if make_versions else None,
             )
             trained = profile.model.trained_at
             if trained is not None:
                 metrics.model_trained.labels(name).set(trained.timestamp())
             metrics.profile_created.labels(name).set(profile.created_at.timestamp())
-            metrics.model_info.labels(
-                name, profile.model.version or "unknown", profile.content_hash()
-            ).set(1)
+            if make_versions is None:
+                metrics.model_info.labels(
+                    name, profile.model.version or "unknown", profile.content_hash()
+                ).set(1)
         self.other = MonitoredModel(
             OTHER_BIN, None, None, None, ModelMetrics(metrics, OTHER_BIN, protocol)
         )
@@ -79,6 +85,10 @@ class ModelRouter:
     def windows(self) -> dict[str, ModelWindows]:
         """Drift windows by model label."""
         return {m.name: m.windows for m in self.models.values() if m.windows is not None}
+
+    def versions(self) -> dict[str, VersionTracker]:
+        """Version trackers by model label."""
+        return {m.name: m.versions for m in self.models.values() if m.versions is not None}
 
     def names(self) -> Iterable[str]:
         return self.models.keys()

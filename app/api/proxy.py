@@ -12,7 +12,7 @@ import re
 import time
 import zlib
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 from multidict import CIMultiDict
@@ -32,6 +32,7 @@ from app.errors import (
     UpstreamUnavailable,
     ValidationFailed,
 )
+from app.feedback.recorder import FeedbackRecorder
 from app.monitoring.batch import Batch, Predictions
 from app.monitoring.validator import BatchReport
 from app.protocols.codecs import Codec
@@ -48,6 +49,35 @@ REQUEST_ID = "x-request-id"
 class ProxyLimits:
     max_body_bytes: int
     max_rows: int
+
+
+class Mirror(Protocol):
+    """Where successful requests may be mirrored (a shadow model)."""
+
+    def offer(
+        self,
+        model: str,
+        method: str,
+        path_qs: str,
+        headers: CIMultiDict[str],
+        body: bytes,
+        primary: Predictions,
+    ) -> None: ...
+
+
+@dataclass(slots=True)
+class Observers:
+    """Optional consumers of each answered request, beyond metrics, windows and logs."""
+
+    recorder: FeedbackRecorder | None = None
+    """Keeps predictions for ground-truth feedback."""
+    feedback_models: frozenset[str] = frozenset()
+    """Models whose predictions are kept (those with a prediction profile)."""
+    key_field: str | None = None
+    """Input field whose values are the rows' business keys for feedback."""
+    shadow: Mirror | None = None
+    version_header: str | None = None
+    """Response header carrying the served model version."""
 
 
 _ids = random.Random()  # request ids need uniqueness, not secrecy: 8x cheaper than uuid4
@@ -99,12 +129,14 @@ class Proxy:
         upstream: UpstreamClient,
         request_log: RequestLog,
         limits: ProxyLimits,
+        observers: Observers | None = None,
     ) -> None:
         self.codec = codec
         self.router = router
         self.upstream = upstream
         self.request_log = request_log
         self.limits = limits
+        self.observers = observers or Observers()
 
     async def _read_body(self, request: Request) -> bytes:
         limit = self.limits.max_body_bytes
@@ -142,12 +174,18 @@ class Proxy:
                     raise ValidationFailed(
                         _summary(report), [v.as_detail() for v in report.details]
                     )
+            fwd: CIMultiDict[str] = forwardable(request.headers.items())
+            if REQUEST_ID not in fwd:
+                fwd[REQUEST_ID] = request_id
+            path_qs = upstream_path(request)
             response, upstream_ms, predictions = await self._forward(
-                model, request, body, request_id
+                model, path_qs, fwd, body, request_id
             )
             served = 200 <= response.status_code < 300  # rows the model actually answered
             if served and model.windows is not None and report is not None and batch is not None:
                 model.windows.observe_inputs(report.columns, batch.columns)
+            if predictions is not None:
+                self._after(model, request_id, batch, predictions, path_qs, fwd, body)
         except RequestError as exc:
             reason = (
                 "enforce"
@@ -177,7 +215,7 @@ class Proxy:
                 "model": model.name,
                 "model_version": (predictions.model_version if predictions else None)
                 or version
-                or (model.profile.model.version if model.profile else None),
+                or (model.versions.current if model.versions else None),
                 "protocol": self.codec.name,
                 "status": status,
                 "n_rows": batch.n_rows if batch is not None else None,
@@ -216,16 +254,46 @@ class Proxy:
         model.metrics.rows.inc(batch.n_rows)
         return batch, report
 
+    def _after(
+        self,
+        model: MonitoredModel,
+        request_id: str,
+        batch: Batch | None,
+        predictions: Predictions,
+        path_qs: str,
+        fwd: CIMultiDict[str],
+        body: bytes,
+    ) -> None:
+        """Hand a successful answer to the version tracker, the feedback store and the shadow."""
+        versions = model.versions
+        if versions is not None:
+            seen = predictions.model_version
+            if seen is not None and (seen != versions.current or not versions.observed):
+                versions.seen(seen)
+        obs = self.observers
+        if obs.recorder is not None and model.name in obs.feedback_models:
+            keys = batch.columns.get(obs.key_field) if obs.key_field and batch else None
+            obs.recorder.submit(
+                model.name,
+                request_id,
+                predictions.values,
+                keys,
+                versions.current if versions else None,
+            )
+        if obs.shadow is not None:
+            obs.shadow.offer(model.name, "POST", path_qs, fwd, body, predictions)
+
     async def _forward(
-        self, model: MonitoredModel, request: Request, body: bytes, request_id: str
+        self,
+        model: MonitoredModel,
+        path_qs: str,
+        fwd: CIMultiDict[str],
+        body: bytes,
+        request_id: str,
     ) -> tuple[Response, float, Predictions | None]:
-        fwd: CIMultiDict[str] = forwardable(request.headers.items())
-        if REQUEST_ID not in fwd:
-            fwd[REQUEST_ID] = request_id
-        path_qs = upstream_path(request)
         t0 = time.perf_counter()
         try:
-            answer = await self.upstream.request(request.method, path_qs, fwd, body)
+            answer = await self.upstream.request("POST", path_qs, fwd, body)
         except UpstreamTimeout:
             model.metrics.upstream["timeout"].observe(time.perf_counter() - t0)
             raise
@@ -255,6 +323,11 @@ class Proxy:
         except (InferSightError, zlib.error, gzip.BadGzipFile) as exc:
             log.warning("response.undecodable", model=model.name, error=str(exc)[:200])
             return None
+        header = self.observers.version_header
+        if header is not None and predictions.model_version is None:
+            predictions.model_version = next(
+                (v for k, v in answer.headers if k.lower() == header), None
+            )
         if pred is not None:
             result = pred.observe(predictions.values)
             if model.windows is not None:

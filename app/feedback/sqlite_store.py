@@ -53,7 +53,9 @@ class SQLiteStore(PredictionStore):
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.executescript(_SCHEMA)
         except sqlite3.Error as exc:
-            raise ConfigError(f"feedback.store: cannot open SQLite database {path}: {exc}") from None
+            raise ConfigError(
+                f"feedback.store: cannot open SQLite database {path}: {exc}"
+            ) from None
 
     def put(self, rows: Sequence[StoredPrediction]) -> None:
         if not rows:
@@ -77,13 +79,13 @@ class SQLiteStore(PredictionStore):
         cols = "model, request_id, row, key, value, version, at, state"
         if lookup.request_id is not None:
             cur = self.db.execute(
-                f"SELECT {cols} FROM infersight_predictions"  # noqa: S608 (fixed columns)
+                f"SELECT {cols} FROM infersight_predictions"
                 " WHERE model = ? AND request_id = ? AND row = ?",
                 (lookup.model, lookup.request_id, lookup.row),
             )
         else:
             cur = self.db.execute(
-                f"SELECT {cols} FROM infersight_predictions"  # noqa: S608 (fixed columns)
+                f"SELECT {cols} FROM infersight_predictions"
                 " WHERE model = ? AND key = ? ORDER BY at DESC LIMIT 1",
                 (lookup.model, lookup.key),
             )

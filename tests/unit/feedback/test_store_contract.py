@@ -28,7 +28,9 @@ def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store
         store.close()
 
 
-def pred(rid: str, row: int = 0, value: object = 1, at: float = 1000.0, key: str | None = None) -> StoredPrediction:
+def pred(
+    rid: str, row: int = 0, value: object = 1, at: float = 1000.0, key: str | None = None
+) -> StoredPrediction:
     return StoredPrediction("loan", rid, row, value, at, key=key, version="v1")
 
 
@@ -37,10 +39,14 @@ def test_match_by_request_id_and_row(make_store: StoreFactory) -> None:
     store.put([pred("a", 0, 0.25), pred("a", 1, "yes"), pred("b", 0, None)])
     got = store.match([Lookup("loan", "a", 1), Lookup("loan", "a", 0), Lookup("loan", "b")], 1001.0)
     assert [m.outcome for m in got] == ["matched"] * 3
-    assert got[0].prediction is not None and got[0].prediction.value == "yes"
-    assert got[1].prediction is not None and got[1].prediction.value == 0.25
-    assert got[1].prediction.version == "v1" and got[1].prediction.row == 0
-    assert got[2].prediction is not None and got[2].prediction.value is None
+    assert got[0].prediction is not None
+    assert got[0].prediction.value == "yes"
+    assert got[1].prediction is not None
+    assert got[1].prediction.value == 0.25
+    assert got[1].prediction.version == "v1"
+    assert got[1].prediction.row == 0
+    assert got[2].prediction is not None
+    assert got[2].prediction.value is None
 
 
 def test_unknown_duplicate_and_other_model(make_store: StoreFactory) -> None:
@@ -61,16 +67,26 @@ def test_put_keeps_the_first_record(make_store: StoreFactory) -> None:
     store.put([pred("a", value=2)])
     assert store.count() == 1
     (m,) = store.match([Lookup("loan", "a")], 1001.0)
-    assert m.prediction is not None and m.prediction.value == 1
+    assert m.prediction is not None
+    assert m.prediction.value == 1
 
 
 def test_business_key_matches_the_latest_prediction(make_store: StoreFactory) -> None:
     store = make_store()
-    store.put([pred("r1", value=0.1, at=1000.0, key="app-7"), pred("r2", value=0.9, at=1005.0, key="app-7")])
+    store.put(
+        [
+            pred("r1", value=0.1, at=1000.0, key="app-7"),
+            pred("r2", value=0.9, at=1005.0, key="app-7"),
+        ]
+    )
     (m,) = store.match([Lookup("loan", key="app-7")], 1010.0)
     assert m.outcome == "matched"
-    assert m.prediction is not None and m.prediction.request_id == "r2"
-    assert [x.outcome for x in store.match([Lookup("loan", key="app-7"), Lookup("loan", key="nope")], 1011.0)] == [
+    assert m.prediction is not None
+    assert m.prediction.request_id == "r2"
+    assert [
+        x.outcome
+        for x in store.match([Lookup("loan", key="app-7"), Lookup("loan", key="nope")], 1011.0)
+    ] == [
         "duplicate",
         "unknown",
     ]
@@ -115,13 +131,15 @@ def test_file_store_survives_reopening(tmp_path: Path) -> None:
     again = open_store(url, 100, 3600.0)
     try:
         (m,) = again.match([Lookup("loan", "a")], 1001.0)
-        assert m.outcome == "matched" and m.prediction is not None and m.prediction.value == 0.7
+        assert m.outcome == "matched"
+        assert m.prediction is not None
+        assert m.prediction.value == 0.7
     finally:
         again.close()
 
 
 def test_bad_urls_are_config_errors(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="feedback.store must be"):
+    with pytest.raises(ConfigError, match=r"feedback\.store must be"):
         open_store("redis://x", 10, 1.0)
     with pytest.raises(ConfigError, match="does not exist"):
         open_store(f"sqlite:{tmp_path / 'no' / 'such' / 'dir.db'}", 10, 1.0)
