@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, TextIO
 
+import psutil
 import structlog
 from fastapi import FastAPI, Request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -34,6 +35,13 @@ from app.errors import AuthError, ConfigError, InferSightError, NotEnabled
 from app.feedback.recorder import FeedbackRecorder
 from app.feedback.store import open_store
 from app.lifecycle.feedback import FeedbackService, ModelQuality
+from app.lifecycle.ml_test_score import (
+    DeploymentView,
+    MLTestScoreCollector,
+    ModelView,
+    evaluate,
+)
+from app.lifecycle.ml_test_score import report as ml_test_report
 from app.lifecycle.versions import MetadataPoller, VersionTracker
 from app.monitoring.drift_scheduler import DriftScheduler, NullDriftScheduler
 from app.monitoring.drift_types import DriftConfig
@@ -343,6 +351,34 @@ def create_app(
             request_log.stop()
             log.info("sidecar.stopped", written=request_log.written, dropped=request_log.dropped)
 
+    process = psutil.Process()
+
+    def deployment_view() -> DeploymentView:
+        latest = drift.latest
+        windows = feedback.windows() if feedback is not None else {}
+        return DeploymentView(
+            models=[
+                ModelView(
+                    name=m.name,
+                    profile=m.profile,
+                    stats=m.stats,
+                    versions=m.versions,
+                    drift=latest.get(m.name),
+                    quality=windows.get(m.name),
+                )
+                for m in router.models.values()
+                if m.profile is not None
+            ],
+            server=poller.server,
+            max_age_seconds=settings.lifecycle.max_model_age_days * 86400,
+            drift_enabled=settings.drift.enabled,
+            feedback_enabled=feedback is not None,
+            rss_bytes=float(process.memory_info().rss),
+            memory_limit_bytes=float(limit) if limit else None,
+        )
+
+    registry.register(MLTestScoreCollector(deployment_view))
+
     app = InferSightApp(
         title="InferSight",
         version=__version__,
@@ -401,6 +437,12 @@ def create_app(
                 for name, w in router.windows().items()
             },
         }
+
+    @app.get("/monitoring/ml-test-score", tags=["monitoring"])
+    async def ml_test_score() -> dict[str, Any]:
+        """ML Test Score Monitors 1-7: automated here (configured and receiving data), their
+        state and evidence, and the Monitoring section's score without Prometheus's view."""
+        return ml_test_report(evaluate(deployment_view()))
 
     @app.post("/feedback", tags=["feedback"], response_model=None)
     async def feedback_route(request: Request) -> Response:
