@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -105,6 +106,12 @@ def cmd_profile_build(args: argparse.Namespace, console: Console) -> int:
     from app.monitoring.profile_builder import build_profile
     from app.tables import file_hash, read_table
 
+    if args.golden_rows < 0:
+        raise ConfigError("--golden-rows must be 0 or more")
+    if args.golden_rows and not args.prediction:
+        raise ConfigError(
+            "--golden-rows needs --prediction: golden rows are stored with the model's outputs"
+        )
     path = Path(args.data)
     columns, dtypes = read_table(path)
     model = ModelInfo(
@@ -121,12 +128,15 @@ def cmd_profile_build(args: argparse.Namespace, console: Console) -> int:
         model=model,
         data_hash=file_hash(path),
         options=_build_options(args),
+        golden_rows=args.golden_rows,
     )
     save_profile(profile, args.output)
     for warning in report.warnings:
         console.print(f"[yellow]warning:[/yellow] {warning}")
     console.print(feature_table(profile))
     console.print(f"{profile.n_rows} rows, {len(profile.features)} features → {args.output}")
+    if profile.golden is not None:
+        console.print(f"{len(profile.golden.rows)} golden rows for parity probes")
     return 0
 
 
@@ -231,10 +241,16 @@ def cmd_serve(args: argparse.Namespace, console: Console) -> int:
         overrides["profiles"] = args.profile
     if args.upstream:
         overrides["upstream"] = {"url": args.upstream}
+    if args.shadow_upstream:
+        overrides["shadow"] = {"url": args.shadow_upstream}
     settings = load_settings(args.config, **overrides)
     if args.upstream and settings.upstream.url != args.upstream.rstrip("/"):
         settings = settings.model_copy(
             update={"upstream": settings.upstream.model_copy(update={"url": args.upstream})}
+        )
+    if args.shadow_upstream and settings.shadow.url != args.shadow_upstream.rstrip("/"):
+        settings = settings.model_copy(
+            update={"shadow": settings.shadow.model_copy(update={"url": args.shadow_upstream})}
         )
     if not settings.profiles:
         console.print("[yellow]warning:[/yellow] no --profile: requests are forwarded unmonitored")
@@ -247,6 +263,19 @@ def cmd_serve(args: argparse.Namespace, console: Console) -> int:
         access_log=False,
         timeout_graceful_shutdown=10,
     )
+    return 0
+
+
+def cmd_ml_test_score(args: argparse.Namespace, console: Console) -> int:
+    from app.lifecycle.score_report import combine, fetch_json, loaded_alerts, render
+
+    report = fetch_json(args.sidecar.rstrip("/") + "/monitoring/ml-test-score")
+    alerts = loaded_alerts(args.prometheus) if args.prometheus else None
+    result = combine(report, alerts)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        render(result, console)
     return 0
 
 
@@ -276,6 +305,11 @@ def build_parser() -> argparse.ArgumentParser:
         build.add_argument(f"--{kind}", action="append", metavar="COLS", help=f"force {kind}")
     build.add_argument("--ignore", action="append", metavar="COLS", help="columns to leave out")
     build.add_argument("--top-k", type=int, help="categories with their own bin (default 20)")
+    build.add_argument(
+        "--golden-rows", type=int, default=0, metavar="N",
+        help="keep N rows spread over the data, with their --prediction values, for parity "
+        "probes (default 0: none; needs --prediction)",
+    )  # fmt: skip
     build.add_argument("-o", "--output", required=True)
     build.set_defaults(func=cmd_profile_build)
     show = psub.add_parser("show", help="print a profile as a table")
@@ -289,7 +323,22 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     serve.add_argument("--config", help="YAML settings file")
+    serve.add_argument(
+        "--shadow-upstream", metavar="URL",
+        help="mirror a share of requests to this candidate model server (shadow.*)",
+    )  # fmt: skip
     serve.set_defaults(func=cmd_serve)
+
+    score = sub.add_parser(
+        "ml-test-score",
+        help="ML Test Score monitors 1-7 for a running sidecar (and its Prometheus's alerts)",
+    )
+    score.add_argument(
+        "--sidecar", default="http://127.0.0.1:8090", help="the sidecar's base URL"
+    )
+    score.add_argument("--prometheus", help="Prometheus base URL, to check the alert rules loaded")
+    score.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    score.set_defaults(func=cmd_ml_test_score)
 
     check = sub.add_parser(
         "check", help="validate and drift-test a data file offline (exit 1 on drift)"
