@@ -22,6 +22,8 @@ from pydantic_settings import (
 from app.errors import ConfigError
 
 ProtocolName = Literal["v2", "v1", "mlflow"]
+QUALITY_ALERT_METRICS = frozenset({"accuracy", "log_loss", "brier", "mae", "rmse"})
+"""Quality metrics that Prometheus computes fleet-wide from counters (and can alert on)."""
 
 
 class _Section(BaseModel):
@@ -162,6 +164,21 @@ class FeedbackSettings(_Section):
     """Responses waiting to be written to the store; overflow is counted and dropped."""
     max_items: int = Field(default=10_000, ge=1)
     """Most labels accepted in one `POST /feedback` (more: 413)."""
+    thresholds: dict[str, float] = Field(default_factory=dict)
+    """Alert bounds for fleet-wide quality, e.g. `{accuracy: 0.8, log_loss: 0.5}`: accuracy
+    below its bound, or log_loss, brier, mae, rmse above theirs, fires `InferSightQualityDrop`
+    (exported as `infersight_model_quality_threshold`)."""
+
+    @field_validator("thresholds")
+    @classmethod
+    def _known_metrics(cls, value: dict[str, float]) -> dict[str, float]:
+        unknown = set(value) - QUALITY_ALERT_METRICS
+        if unknown:
+            raise ValueError(
+                f"unknown quality metric(s) {sorted(unknown)}; "
+                f"use {sorted(QUALITY_ALERT_METRICS)}"
+            )
+        return value
 
 
 class ShadowSettings(_Section):

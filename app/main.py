@@ -208,6 +208,8 @@ def _feedback(
         spec = quality_spec(
             profile.prediction, fb.task, fb.positive_class, fb.threshold, fb.calibration_bins
         )
+        for metric, bound in fb.thresholds.items():
+            lifecycle.threshold.labels(name, metric).set(bound)
         models[name] = ModelQuality(
             spec,
             QualityWindow(spec, fb.window_rows, fb.min_rows),
@@ -373,6 +375,7 @@ def create_app(
             max_age_seconds=settings.lifecycle.max_model_age_days * 86400,
             drift_enabled=settings.drift.enabled,
             feedback_enabled=feedback is not None,
+            quality_thresholds=settings.feedback.thresholds,
             rss_bytes=float(process.memory_info().rss),
             memory_limit_bytes=float(limit) if limit else None,
         )

@@ -30,6 +30,7 @@ M = 'model="$model"'  # Model dashboard: one model
 MS = 'model=~"$model"'  # Service and Requests dashboards: several models
 F = 'feature=~"$feature"'
 PRED = 'feature="__prediction__"'
+AGREE = 'result="agree"'
 
 # Request log (README "Request log"): the stream the log shipper labels, and the event name.
 LOG_STREAM = '{app="infersight"}'
@@ -61,6 +62,7 @@ ALERT_PANELS: dict[str, tuple[str, int]] = {
     "InferSightNonFinitePredictions": ("infersight-model", 5),
     "InferSightShadowDisagreement": ("infersight-model", 43),
     "InferSightLogRecordsDropped": ("infersight-service", 31),
+    "InferSightParityMismatch": ("infersight-model", 49),
 }
 """The panel each alert's `dashboard_url` annotation opens: `/d/<uid>?viewPanel=<id>`."""
 
@@ -689,6 +691,41 @@ def service() -> dict[str, Any]:
             w=8,
             overrides=[dashed("B", "red")],
         ),
+        row(40, "ML Test Score (monitoring tests)"),
+        stat(
+            41,
+            "Automated monitors",
+            [
+                prom(
+                    "min by (monitor, test) (infersight_ml_test_monitor_automated)",
+                    "{{monitor}}. {{test}}",
+                )
+            ],
+            description=(
+                "ML Test Score Monitors 1-7: automated here when configured and receiving data"
+                " on every replica (GET /monitoring/ml-test-score; `infersight ml-test-score"
+                " --prometheus` adds the alert rules loaded and prints the score)."
+            ),
+            mappings=state_mapping("automated", "not automated", ok_value=1),
+            thresholds=[(None, "red"), (1, "green")],
+            w=12,
+            h=8,
+        ),
+        stat(
+            42,
+            "Monitor state",
+            [
+                prom(
+                    "min by (monitor, test) (infersight_ml_test_monitor_ok)",
+                    "{{monitor}}. {{test}}",
+                )
+            ],
+            description="Each automated monitor's current state: ok, or alerting on a replica.",
+            mappings=state_mapping("ok", "alerting", ok_value=1),
+            thresholds=[(None, "red"), (1, "green")],
+            w=12,
+            h=8,
+        ),
     ]
     model_var = query_variable(
         "model", "Model", "label_values(infersight_requests_total, model)", multi=True
@@ -1123,35 +1160,185 @@ def model() -> dict[str, Any]:
             w=8,
             repeat="feature",
         ),
-        row(40, "Quality and shadow (later release: these panels may show no data)"),
+        row(40, "Ground truth, shadow and parity"),
         timeseries(
             41,
-            "Model quality from feedback",
-            [prom(f"max by (metric) ({sel('infersight_model_quality', M)})", "{{metric}}")],
-            description="Quality over a sliding window from ground truth (POST /feedback).",
-            w=6,
+            "Quality from feedback (all replicas, last day)",
+            [
+                prom(
+                    f"max by (metric) ({sel('model_metric:infersight_feedback_quality:1d', M)})",
+                    "{{metric}}",
+                ),
+                prom(
+                    "max by (metric) "
+                    f"({sel('model_metric:infersight_model_quality_threshold:min', M)})",
+                    "{{metric}} alert bound",
+                ),
+            ],
+            description=(
+                "Quality of the predictions whose ground truth arrived (POST /feedback) over the"
+                " last day, from the counters of every replica: accuracy, log-loss and Brier for"
+                " classifiers, MAE, RMSE and bias for regression; dashed: feedback.thresholds,"
+                " the bound of InferSightQualityDrop."
+            ),
+            w=8,
+            overrides=[dashed("B", "red")],
         ),
         timeseries(
             42,
             "Feedback by outcome",
             [prom(sum_rate(sel("infersight_feedback_total", M), "outcome"), "{{outcome}}")],
-            description="Feedback matched to a logged prediction, unknown, duplicate or expired.",
-            w=6,
+            description=(
+                "Labels matched to a stored prediction, unknown (never seen, or evicted),"
+                " duplicate, expired (older than feedback.ttl_seconds) or invalid."
+            ),
+            unit="suffix: labels/s",
+            w=8,
+        ),
+        timeseries(
+            47,
+            "Quality window (each replica)",
+            [
+                prom(
+                    f"max by (instance, metric) ({sel('infersight_model_quality', M)})",
+                    "{{instance}} {{metric}}",
+                )
+            ],
+            description=(
+                "Each replica's quality over its last feedback.window_rows labelled predictions"
+                " (a diagnostic; the fleet's value is on the left)."
+            ),
+            w=8,
+        ),
+        bars_vs_reference(
+            48,
+            "Calibration: positive share vs predicted probability",
+            f"sum by (bin) (increase({sel('infersight_feedback_calibration_positives_total', M)}"
+            "[$__range])) / (sum by (bin) (increase("
+            f"{sel('infersight_feedback_calibration_rows_total', M)}[$__range])) > 0)",
+            f"sum by (bin) (increase({sel('infersight_feedback_calibration_predicted_total', M)}"
+            "[$__range])) / (sum by (bin) (increase("
+            f"{sel('infersight_feedback_calibration_rows_total', M)}[$__range])) > 0)",
+            description=(
+                "Reliability bins of probability outputs over the range: of the predictions in"
+                " each bin (by upper edge), the share whose label was positive ('serving') against"
+                " their mean predicted probability ('reference'). A calibrated model has equal"
+                " bars."
+            ),
+            w=8,
         ),
         timeseries(
             43,
             "Shadow agreement",
-            [prom(f"avg({sel('infersight_shadow_agreement_ratio', M)})", "agreement")],
-            description="Share of mirrored requests where the shadow model agrees with the model.",
+            [
+                prom(
+                    f"{sum_rate(sel('infersight_shadow_comparisons_total', M, AGREE))}"
+                    f" / ({sum_rate(sel('infersight_shadow_comparisons_total', M))} > 0)",
+                    "agreeing rows",
+                )
+            ],
+            description=(
+                "Share of mirrored rows where the shadow candidate agrees with the model (classes"
+                " equal, numbers within shadow.tolerance); InferSightShadowDisagreement fires below"
+                " 95 % over an hour."
+            ),
             unit="percentunit",
-            w=6,
+            w=8,
         ),
         timeseries(
             44,
-            "Shadow errors",
-            [prom(sum_rate(sel("infersight_shadow_errors_total", M)), "errors")],
-            description="Mirrored requests the shadow model failed (the model is never affected).",
-            w=6,
+            "Shadow requests by outcome",
+            [
+                prom(
+                    sum_rate(sel("infersight_shadow_requests_total", M), "outcome"),
+                    "{{outcome}}",
+                ),
+                prom(sum_rate(sel("infersight_shadow_dropped_total", M)), "dropped (queue full)"),
+            ],
+            description=(
+                "Mirrored requests by the shadow's outcome, and those dropped because the shadow"
+                " queue was full: the model's own requests are never affected."
+            ),
+            unit="reqps",
+            w=8,
+        ),
+        timeseries(
+            45,
+            "Shadow vs model latency (p99)",
+            [
+                prom(quantile(0.99, "infersight_shadow_duration_seconds", M), "shadow"),
+                prom(
+                    quantile(0.99, "infersight_upstream_duration_seconds", f'{M},outcome="ok"'),
+                    "model",
+                ),
+            ],
+            description="99th percentile latency of the shadow candidate and of the model.",
+            unit="s",
+            w=8,
+        ),
+        timeseries(
+            46,
+            "Shadow |difference| (numeric outputs)",
+            [
+                prom(quantile(0.5, "infersight_shadow_abs_difference", M), "p50"),
+                prom(quantile(0.99, "infersight_shadow_abs_difference", M), "p99"),
+            ],
+            description="Absolute difference between the shadow's and the model's predictions.",
+            w=8,
+        ),
+        timeseries(
+            49,
+            "Parity: largest |difference| on golden rows",
+            [
+                prom(
+                    f"max({sel('infersight_parity_max_abs_difference', M)})",
+                    "largest difference",
+                )
+            ],
+            description=(
+                "Golden rows of the profile replayed to the model server every"
+                " parity.interval_seconds: the largest absolute difference from the model's"
+                " training-time outputs (a mismatch fires InferSightParityMismatch)."
+            ),
+            w=8,
+        ),
+        timeseries(
+            50,
+            "Parity probes by outcome",
+            [
+                prom(
+                    sum_rate(
+                        sel("infersight_parity_probes_total", M), "outcome", "$__range", "increase"
+                    ),
+                    "{{outcome}}",
+                )
+            ],
+            description="Parity probes over the range: ok, mismatch, or error (no answer).",
+            w=8,
+        ),
+        stat(
+            51,
+            "Version changes and profile mismatch",
+            [
+                prom(
+                    sum_rate(
+                        sel("infersight_model_version_changes_total", M),
+                        "",
+                        "$__range",
+                        "increase",
+                    ),
+                    "version changes in range",
+                ),
+                prom(
+                    f"max({sel('infersight_profile_mismatch', M)})", "profile for another version"
+                ),
+            ],
+            description=(
+                "Changes of the served version seen by the sidecars (from responses and model"
+                " metadata), and 1 when the profile was built for another model version."
+            ),
+            thresholds=[(None, "green"), (1, "orange")],
+            w=8,
         ),
     ]
     variables = [

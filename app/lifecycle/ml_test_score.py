@@ -90,6 +90,7 @@ class DeploymentView:
     max_age_seconds: float = 30 * 86400
     drift_enabled: bool = True
     feedback_enabled: bool = False
+    quality_thresholds: dict[str, float] = field(default_factory=dict)
     parity_enabled: bool = False
     shadow_enabled: bool = False
     rss_bytes: float | None = None
@@ -286,21 +287,42 @@ def _performance(view: DeploymentView) -> MonitorResult:
 
 def _quality(view: DeploymentView) -> MonitorResult:
     windows = {m.name: m.quality for m in view.models if m.quality is not None}
-    configured = view.feedback_enabled and bool(windows)
+    measured = view.feedback_enabled and bool(windows)
+    configured = measured and bool(view.quality_thresholds)
     labelled = {n: len(w) for n, w in windows.items()}
     current = {n: w.metrics() for n, w in windows.items()}
-    receiving = configured and any(labelled.values())
+    receiving = measured and any(labelled.values())
     state: State = "ok" if receiving else "no_data"
+    if receiving and configured:
+        state = "alerting" if _below_thresholds(current, view.quality_thresholds) else "ok"
     detail = (
         "feedback is off or no profile has a prediction section"
+        if not measured
+        else "quality is measured but no feedback.thresholds are set: nothing alerts"
         if not configured
-        else "quality from ground-truth feedback (thresholds in InferSightQualityDrop)"
+        else f"quality from ground-truth feedback, alert bounds {view.quality_thresholds}"
         if receiving
         else "no feedback labels yet (POST /feedback)"
     )
     evidence: dict[str, Any] = {"labelled": labelled, "metrics": current}
     evidence["shadow"] = view.shadow_enabled
     return MonitorResult(MONITORS[6], configured, receiving, state, detail, evidence)
+
+
+LOWER_IS_BETTER = frozenset({"log_loss", "brier", "mae", "rmse", "ece"})
+
+
+def _below_thresholds(
+    current: dict[str, dict[str, float]], thresholds: dict[str, float]
+) -> bool:
+    for metrics in current.values():
+        for name, bound in thresholds.items():
+            value = metrics.get(name)
+            if value is None or value != value:
+                continue
+            if (value > bound) if name in LOWER_IS_BETTER else (value < bound):
+                return True
+    return False
 
 
 def evaluate(view: DeploymentView) -> list[MonitorResult]:

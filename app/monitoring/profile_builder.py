@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.errors import ProfileError
 from app.monitoring.calibration import calibrate_thresholds
+from app.monitoring.golden import pick_golden
 from app.monitoring.profile import (
     N_QUANTILES,
     BooleanFeature,
@@ -326,6 +327,7 @@ def build_profile(
     data_hash: str,
     options: BuildOptions | None = None,
     ignore: Sequence[str] = (),
+    golden_rows: int = 0,
 ) -> tuple[Profile, BuildReport]:
     """Build a profile from training columns.
 
@@ -340,12 +342,17 @@ def build_profile(
         data_hash: hash of the data file, recorded for provenance.
         options: build options and per-column overrides.
         ignore: columns to leave out (ids, timestamps).
+        golden_rows: keep this many rows, spread over the data, with their `prediction` values
+            as golden rows for parity probes (0: none; needs `prediction`).
 
     Raises:
-        ProfileError: a named column is absent or cannot be profiled.
+        ProfileError: a named column is absent or cannot be profiled, or golden rows were
+            asked for without a prediction column.
     """
     options = options or BuildOptions()
     report = BuildReport()
+    if golden_rows and prediction is None:
+        raise ProfileError("golden rows need the model's outputs: pass a prediction column")
     for name in [target, prediction, *ignore]:
         if name is not None and name not in columns:
             raise ProfileError(f"column '{name}' is not in the data", field=name)
@@ -390,6 +397,14 @@ def build_profile(
             distribution=dist,
         )
     n_rows = len(_as_list(next(iter(columns.values())))) if columns else 0
+    golden = None
+    if golden_rows and prediction is not None:
+        names = [f.name for f in features]
+        golden = pick_golden(columns, names, prediction, golden_rows, output_name)
+        if len(golden.rows) < golden_rows:
+            report.warnings.append(
+                f"only {len(golden.rows)} rows have a prediction: {len(golden.rows)} golden rows"
+            )
     profile = Profile(
         model=model,
         created_at=datetime.now(UTC),
@@ -398,5 +413,6 @@ def build_profile(
         target=target,
         features=features,
         prediction=pred_section,
+        golden=golden,
     )
     return profile, report

@@ -39,6 +39,16 @@ class LifecycleMetrics:
             "infersight_feedback_scored", "Matched labels scored against their prediction.",
             ["model"], registry=r,
         )  # fmt: skip
+        self.correct = Counter(
+            "infersight_feedback_correct",
+            "Scored labels whose predicted class was right (classification).",
+            ["model"], registry=r,
+        )  # fmt: skip
+        self.threshold = Gauge(
+            "infersight_model_quality_threshold",
+            "Configured alert bound of a fleet-wide quality metric (feedback.thresholds).",
+            ["model", "metric"], registry=r,
+        )  # fmt: skip
         self.confusion = Counter(
             "infersight_feedback_confusion",
             "Scored labels by true and predicted class (classes from the profile; the probability "
@@ -135,6 +145,7 @@ class ModelFeedbackMetrics:
         if spec is None:
             return
         if spec.task != "regression":
+            self.correct = m.correct.labels(model)
             classes = [*spec.classes, OTHER_CLASS] if spec.task == "classes" else ["1", "0"]
             self.confusion = {
                 (a, p): m.confusion.labels(model, a, p) for a in classes for p in classes
@@ -161,6 +172,8 @@ class ModelFeedbackMetrics:
             (self.over if err > 0 else self.under).inc(abs(err))
             self.squared.inc(err * err)
             return
+        if s.actual == s.predicted:
+            self.correct.inc()
         actual = s.actual if (s.actual, s.actual) in self.confusion else OTHER_CLASS
         predicted = s.predicted if (s.predicted, s.predicted) in self.confusion else OTHER_CLASS
         self.confusion[(str(actual), str(predicted))].inc()

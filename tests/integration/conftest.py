@@ -44,6 +44,17 @@ def mlserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer
 
 
 @pytest.fixture(scope="session")
+def mlserver_swapped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """MLServer serving a *different* model under the same name "loan" (version v2): what a
+    wrong deployment looks like to parity probes."""
+
+    def start(workdir: Path) -> RunningServer:
+        return harness.start_mlserver(workdir, model_version="v2", variant="swapped")
+
+    yield from _serve("mlserver", start, tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
 def kserve_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     """KServe model server (V1 + V2 REST at .url, gRPC at .grpc_address), model "loan"."""
     yield from _serve("kserve", harness.start_kserve, tmp_path_factory)

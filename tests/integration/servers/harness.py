@@ -272,13 +272,21 @@ def ensure_server_venv(name: str) -> Path:
 # --------------------------------------------------------------------------- training
 
 
-def _train(python: Path, fmt: str, out: Path, *, name: str = "loan", version: str = "v1") -> None:
+def _train(
+    python: Path,
+    fmt: str,
+    out: Path,
+    *,
+    name: str = "loan",
+    version: str = "v1",
+    variant: str = "default",
+) -> None:
     """Fit and save the model with the server venv's python (skipped if already there)."""
-    if (out / REFERENCE_FILE).exists() and _artefact_matches(fmt, out, name, version):
+    if (out / REFERENCE_FILE).exists() and _artefact_matches(fmt, out, name, version, variant):
         return
     out.parent.mkdir(parents=True, exist_ok=True)
     cmd = [str(python), str(TRAIN_SCRIPT), "--format", fmt, "--out", str(out)]
-    cmd += ["--name", name, "--version", version]
+    cmd += ["--name", name, "--version", version, "--variant", variant]
     try:
         done = subprocess.run(
             cmd,
@@ -297,7 +305,12 @@ def _train(python: Path, fmt: str, out: Path, *, name: str = "loan", version: st
         raise RuntimeError(f"training the {fmt} model failed (exit {done.returncode}):\n{output}")
 
 
-def _artefact_matches(fmt: str, out: Path, name: str, version: str) -> bool:
+def _artefact_matches(fmt: str, out: Path, name: str, version: str, variant: str) -> bool:
+    try:
+        if load_reference(out).get("variant", "default") != variant:
+            return False
+    except (OSError, ValueError):
+        return False
     if fmt == "mlserver":
         try:
             settings = json.loads((out / "model-settings.json").read_text())
@@ -496,13 +509,20 @@ def _retry_on_port_clash(launch: Callable[[], RunningServer], attempts: int = 3)
 
 
 def start_mlserver(
-    workdir: Path, model_name: str = "loan", model_version: str = "v1", timeout: float = 120
+    workdir: Path,
+    model_name: str = "loan",
+    model_version: str = "v1",
+    timeout: float = 120,
+    variant: str = "default",
 ) -> RunningServer:
-    """MLServer 1.7.1 + mlserver-sklearn (V2 REST on ``url``, V2 gRPC on ``grpc_address``)."""
+    """MLServer 1.7.1 + mlserver-sklearn (V2 REST on ``url``, V2 gRPC on ``grpc_address``).
+
+    ``variant="swapped"`` serves a different model under the same name (see train.py).
+    """
     python = ensure_server_venv("mlserver")
     root = Path(workdir).resolve() / "mlserver"
     model_dir = root / "models" / model_name
-    _train(python, "mlserver", model_dir, name=model_name, version=model_version)
+    _train(python, "mlserver", model_dir, name=model_name, version=model_version, variant=variant)
 
     def launch() -> RunningServer:
         http_port, grpc_port, metrics_port = _free_ports(3)

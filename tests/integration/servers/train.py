@@ -8,6 +8,10 @@ scikit-learn that wrote it.  It needs numpy, pandas, scikit-learn and joblib, pl
     python tests/integration/servers/train.py --format mlserver --out DIR --name loan --version v1
     python tests/integration/servers/train.py --format kserve --out DIR
     python tests/integration/servers/train.py --format mlflow --out DIR
+    python tests/integration/servers/train.py --format mlserver --out DIR --variant swapped
+
+``--variant swapped`` fits a different model (another training sample, stronger regularisation):
+the same features and classes, different probabilities, as when the wrong model is deployed.
 
 Besides the model it writes ``DIR/reference.json``: a few held-out rows with the model's own
 predictions and probabilities, so that tests can check the served answers exactly.
@@ -86,7 +90,14 @@ def frame(columns: dict[str, list[Any]]) -> Any:
     )
 
 
-def build_pipeline() -> Any:
+VARIANTS = {
+    # name: (training-sample seed offset, LogisticRegression C)
+    "default": (0, 1.0),
+    "swapped": (1, 0.05),
+}
+
+
+def build_pipeline(c: float = 1.0) -> Any:
     import numpy as np
     from sklearn.compose import ColumnTransformer
     from sklearn.impute import SimpleImputer
@@ -108,15 +119,16 @@ def build_pipeline() -> Any:
         ],
         remainder="drop",  # the free-text `purpose` column is not used
     )
-    return Pipeline([("pre", pre), ("clf", LogisticRegression(max_iter=1000))])
+    return Pipeline([("pre", pre), ("clf", LogisticRegression(C=c, max_iter=1000))])
 
 
-def train(n: int, seed: int) -> tuple[Any, Any]:
+def train(n: int, seed: int, variant: str = "default") -> tuple[Any, Any]:
     data = load_data_module()
-    columns = data.generate(n, seed)
+    offset, c = VARIANTS[variant]
+    columns = data.generate(n, seed + offset)
     x = frame(columns)
     y = columns[TARGET]
-    model = build_pipeline()
+    model = build_pipeline(c)
     model.fit(x, y)
     return model, x
 
@@ -215,9 +227,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version", default="v1", help="model version (mlserver)")
     parser.add_argument("--n", type=int, default=5000, help="training rows")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--variant", choices=sorted(VARIANTS), default="default", help="which model to fit"
+    )
     args = parser.parse_args(argv)
 
-    model, x = train(args.n, args.seed)
+    model, x = train(args.n, args.seed, args.variant)
     out: Path = args.out.resolve()
     if args.format == "mlserver":
         save_mlserver(model, out, args.name, args.version)
@@ -226,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         save_mlflow(model, x, out)
     # Written last: its presence marks a complete artefact.
-    ref = reference(model)
+    ref = {**reference(model), "variant": args.variant}
     _atomic_write_text(out / REFERENCE_FILE, json.dumps(ref, indent=1) + "\n")
     print(f"trained on {args.n} rows, saved {args.format} model to {out}")
     return 0
