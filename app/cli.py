@@ -333,9 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
         "ml-test-score",
         help="ML Test Score monitors 1-7 for a running sidecar (and its Prometheus's alerts)",
     )
-    score.add_argument(
-        "--sidecar", default="http://127.0.0.1:8090", help="the sidecar's base URL"
-    )
+    score.add_argument("--sidecar", default="http://127.0.0.1:8090", help="the sidecar's base URL")
     score.add_argument("--prometheus", help="Prometheus base URL, to check the alert rules loaded")
     score.add_argument("--json", action="store_true", help="print JSON instead of a table")
     score.set_defaults(func=cmd_ml_test_score)

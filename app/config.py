@@ -175,8 +175,7 @@ class FeedbackSettings(_Section):
         unknown = set(value) - QUALITY_ALERT_METRICS
         if unknown:
             raise ValueError(
-                f"unknown quality metric(s) {sorted(unknown)}; "
-                f"use {sorted(QUALITY_ALERT_METRICS)}"
+                f"unknown quality metric(s) {sorted(unknown)}; use {sorted(QUALITY_ALERT_METRICS)}"
             )
         return value
 

@@ -42,6 +42,8 @@ from app.lifecycle.ml_test_score import (
     evaluate,
 )
 from app.lifecycle.ml_test_score import report as ml_test_report
+from app.lifecycle.parity import ParityProber
+from app.lifecycle.shadow import NullShadow, create_shadow
 from app.lifecycle.versions import MetadataPoller, VersionTracker
 from app.monitoring.drift_scheduler import DriftScheduler, NullDriftScheduler
 from app.monitoring.drift_types import DriftConfig
@@ -59,6 +61,7 @@ from app.telemetry.lifecycle_metrics import (
 )
 from app.telemetry.logging import configure_logging, open_request_sink
 from app.telemetry.metrics import Metrics, ServingStatsCollector, cgroup_memory_limit
+from app.telemetry.parity_metrics import ParityMetrics
 from app.telemetry.request_log import RequestLog
 from app.upstream.client import UpstreamClient
 
@@ -190,6 +193,11 @@ def _drift_scheduler(
     )
 
 
+def _store_kind(url: str) -> str:
+    """The store's kind without credentials: `sqlite` or `postgresql`."""
+    return "sqlite" if url.startswith("sqlite:") else "postgresql"
+
+
 def _store_error(lifecycle: LifecycleMetrics, message: str) -> None:
     lifecycle.store_errors.inc()
     log.warning("feedback.store_error", error=message)
@@ -289,6 +297,19 @@ def create_app(
     limit = settings.metrics.memory_limit_bytes or cgroup_memory_limit()
     if limit:
         metrics.memory_limit.set(limit)
+    shadow = create_shadow(settings.shadow, CODECS[settings.protocol], profiles, registry)
+    parity = (
+        ParityProber(
+            profiles,
+            settings.parity,
+            settings.protocol,
+            CODECS[settings.protocol],
+            upstream,
+            ParityMetrics(registry),
+        )
+        if settings.parity.enabled
+        else None
+    )
     request_log = RequestLog(
         settings.logging,
         on_drop=metrics.log_records_dropped.inc,
@@ -317,6 +338,7 @@ def create_app(
             feedback_models=frozenset(feedback.models) if feedback else frozenset(),
             key_field=settings.feedback.key_field,
             version_header=(settings.lifecycle.version_header or "").lower() or None,
+            shadow=None if isinstance(shadow, NullShadow) else shadow,
         ),
     )
 
@@ -327,10 +349,13 @@ def create_app(
             await feedback.recorder.start()
         request_log.start()
         drift.start()
+        await shadow.start()
         tasks = [
             asyncio.create_task(_probe_loop(state)),
             asyncio.create_task(poller.run_forever()),
         ]
+        if parity is not None:
+            tasks.append(asyncio.create_task(parity.run_forever()))
         log.info(
             "sidecar.started",
             version=__version__,
@@ -347,6 +372,7 @@ def create_app(
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await drift.stop()
+            await shadow.stop()
             if feedback is not None:
                 await feedback.recorder.stop()
             await upstream.close()
@@ -358,6 +384,7 @@ def create_app(
     def deployment_view() -> DeploymentView:
         latest = drift.latest
         windows = feedback.windows() if feedback is not None else {}
+        parity_report = parity.report() if parity is not None else {}
         return DeploymentView(
             models=[
                 ModelView(
@@ -367,6 +394,7 @@ def create_app(
                     versions=m.versions,
                     drift=latest.get(m.name),
                     quality=windows.get(m.name),
+                    parity=parity_report.get(m.name),
                 )
                 for m in router.models.values()
                 if m.profile is not None
@@ -376,6 +404,8 @@ def create_app(
             drift_enabled=settings.drift.enabled,
             feedback_enabled=feedback is not None,
             quality_thresholds=settings.feedback.thresholds,
+            parity_enabled=parity is not None,
+            shadow_enabled=settings.shadow.url is not None,
             rss_bytes=float(process.memory_info().rss),
             memory_limit_bytes=float(limit) if limit else None,
         )
@@ -446,6 +476,24 @@ def create_app(
         """ML Test Score Monitors 1-7: automated here (configured and receiving data), their
         state and evidence, and the Monitoring section's score without Prometheus's view."""
         return ml_test_report(evaluate(deployment_view()))
+
+    @app.get("/monitoring/lifecycle", tags=["monitoring"])
+    async def lifecycle_report() -> dict[str, Any]:
+        """Served versions (and the profile's), the model server's software, the latest parity
+        probe per model, and whether feedback and a shadow are on."""
+        return {
+            "versions": {name: t.as_dict() for name, t in router.versions().items()},
+            "server": (
+                {"name": poller.server[0], "version": poller.server[1]} if poller.server else None
+            ),
+            "parity": parity.report() if parity is not None else {},
+            "feedback": {
+                "enabled": feedback is not None,
+                "store": _store_kind(settings.feedback.store),
+                "labelled": {n: len(w) for n, w in feedback.windows().items()} if feedback else {},
+            },
+            "shadow": {"enabled": settings.shadow.url is not None},
+        }
 
     @app.post("/feedback", tags=["feedback"], response_model=None)
     async def feedback_route(request: Request) -> Response:

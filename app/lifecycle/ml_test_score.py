@@ -36,9 +36,7 @@ class MonitorSpec:
 
 
 MONITORS: tuple[MonitorSpec, ...] = (
-    MonitorSpec(
-        1, "Dependency changes result in notification", ("InferSightModelVersionChanged",)
-    ),
+    MonitorSpec(1, "Dependency changes result in notification", ("InferSightModelVersionChanged",)),
     MonitorSpec(
         2,
         "Data invariants hold in training and serving inputs",
@@ -312,9 +310,7 @@ def _quality(view: DeploymentView) -> MonitorResult:
 LOWER_IS_BETTER = frozenset({"log_loss", "brier", "mae", "rmse", "ece"})
 
 
-def _below_thresholds(
-    current: dict[str, dict[str, float]], thresholds: dict[str, float]
-) -> bool:
+def _below_thresholds(current: dict[str, dict[str, float]], thresholds: dict[str, float]) -> bool:
     for metrics in current.values():
         for name, bound in thresholds.items():
             value = metrics.get(name)

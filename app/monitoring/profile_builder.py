@@ -7,7 +7,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -22,6 +22,7 @@ from app.monitoring.profile import (
     Feature,
     Kind,
     ModelInfo,
+    Feature,
     NumericFeature,
     PolicyMap,
     PredictionProfile,
@@ -316,6 +317,23 @@ def _prediction_kind(values: list[Any], dtype: str, options: BuildOptions) -> Ki
     return "numeric" if all(type(v) in (int, float) for v in present) else "categorical"
 
 
+def _task(
+    dist: Feature, columns: Mapping[str, Any], target: str | None
+) -> tuple[Literal["classification", "regression"] | None, str | None]:
+    """How feedback labels will be scored: a numeric output in [0, 1] beside a two-class target
+    is the probability of the target's larger class; other numeric outputs are regressions."""
+    if not isinstance(dist, NumericFeature):
+        return "classification", None
+    if target is None or target not in columns:
+        return None, None
+    labels = {category_key(v) for v in _present(_as_list(columns[target]))} - {None}
+    if len(labels) == 2 and 0.0 <= dist.min and dist.max <= 1.0:
+        ordered = sorted(str(k) for k in labels)
+        positive = next((k for k in ordered if boolean_value(k) is True), ordered[-1])
+        return "classification", positive
+    return "regression", None
+
+
 def build_profile(
     columns: Mapping[str, Any],
     dtypes: Mapping[str, str],
@@ -391,10 +409,13 @@ def build_profile(
         dist = _calibrated(dist, values, options, calibration_rng)
         if output_name:
             dist = dist.model_copy(update={"name": output_name})
+        task, positive = _task(dist, columns, target)
         pred_section = PredictionProfile(
             output_name=output_name,
             source="prediction" if prediction else "target",
             distribution=dist,
+            task=task,
+            positive_class=positive,
         )
     n_rows = len(_as_list(next(iter(columns.values())))) if columns else 0
     golden = None

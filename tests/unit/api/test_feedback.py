@@ -55,7 +55,16 @@ async def feedback(
 
 
 async def test_outcomes_are_counted_and_explained(profile: Profile) -> None:
-    async with StubUpstream() as up, run_sidecar(make_settings(up.url), {"loan": profile}) as sc:
+    assert profile.prediction is not None
+    assert profile.prediction.task == "classification"  # a score in [0, 1] beside a 0/1 target
+    settings = make_settings("http://x", task="regression")  # scored as a number here
+    async with (
+        StubUpstream() as up,
+        run_sidecar(
+            settings.model_copy(update={"upstream": UpstreamSettings(url=up.url)}),
+            {"loan": profile},
+        ) as sc,
+    ):
         async with aiohttp.ClientSession() as http:
             await predict(http, sc, "r1", rows=3)
             status, doc = await feedback(
@@ -136,7 +145,10 @@ async def test_regression_quality_window_matches_sklearn(profile: Profile) -> No
     rng = np.random.default_rng(0)
     labels = rng.normal(0.5, 0.2, 40).tolist()
     preds = rng.uniform(0, 1, 40).tolist()
-    async with StubUpstream() as up, run_sidecar(make_settings(up.url), {"loan": profile}) as sc:
+    async with (
+        StubUpstream() as up,
+        run_sidecar(make_settings(up.url, task="regression"), {"loan": profile}) as sc,
+    ):
         async with aiohttp.ClientSession() as http:
             for i, p in enumerate(preds):
                 up.state.prediction = p
@@ -161,7 +173,7 @@ async def test_probability_quality_from_counters_matches_sklearn(profile: Profil
     rng = np.random.default_rng(1)
     y = rng.integers(0, 2, 60)
     p = np.clip(0.4 * y + rng.uniform(0, 0.6, 60), 0, 1)
-    settings = make_settings("http://x", task="classification")
+    settings = make_settings("http://x")  # the profile's task: the probability of class 1
     async with StubUpstream() as up:
         settings = settings.model_copy(update={"upstream": UpstreamSettings(url=up.url)})
         async with run_sidecar(settings, {"loan": profile}) as sc, aiohttp.ClientSession() as http:

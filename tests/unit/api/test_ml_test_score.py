@@ -20,9 +20,10 @@ async def test_monitors_become_automated_as_data_arrives(profile: Profile) -> No
             )
         }
     )
-    async with StubUpstream() as up, run_sidecar(
-        make_settings(up.url, thresholds={"mae": 0.5}), {"loan": stale}
-    ) as sc:
+    async with (
+        StubUpstream() as up,
+        run_sidecar(make_settings(up.url, thresholds={"mae": 0.5}), {"loan": stale}) as sc,
+    ):
         async with aiohttp.ClientSession() as http:
             async with http.get(f"{sc.url}/monitoring/ml-test-score") as r:
                 before = await r.json()
