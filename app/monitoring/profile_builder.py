@@ -22,7 +22,6 @@ from app.monitoring.profile import (
     Feature,
     Kind,
     ModelInfo,
-    Feature,
     NumericFeature,
     PolicyMap,
     PredictionProfile,
@@ -327,7 +326,7 @@ def _task(
     if target is None or target not in columns:
         return None, None
     labels = {category_key(v) for v in _present(_as_list(columns[target]))} - {None}
-    if len(labels) == 2 and 0.0 <= dist.min and dist.max <= 1.0:
+    if len(labels) == 2 and dist.min >= 0.0 and dist.max <= 1.0:
         ordered = sorted(str(k) for k in labels)
         positive = next((k for k in ordered if boolean_value(k) is True), ordered[-1])
         return "classification", positive
