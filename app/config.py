@@ -43,6 +43,9 @@ class UpstreamSettings(_Section):
     """Maximum open connections to the model server."""
     probe_interval_seconds: float = Field(default=5.0, gt=0)
     """How often the readiness probe behind `infersight_upstream_up` runs."""
+    retry_on_disconnect: bool = True
+    """Send a request once more when its connection breaks before any answer (typically a
+    kept-alive connection the model server had closed). Assumes inference is idempotent."""
     ready_path: str | None = None
     """Readiness path to probe (default by protocol: `/v2/health/ready`, `/v1/models/<m>`,
     `/ping`)."""

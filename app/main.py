@@ -287,7 +287,7 @@ def create_app(
         registry.register(QualityCollector(feedback.windows))
     poller = MetadataPoller(
         settings.protocol,
-        upstream := UpstreamClient(settings.upstream),
+        upstream := UpstreamClient(settings.upstream, metrics.upstream_retries.inc),
         router.versions(),
         lifecycle,
         settings.lifecycle.metadata_interval_seconds,

@@ -15,7 +15,7 @@ from app.monitoring.profile_builder import build_profile
 os.environ.setdefault("INFERSIGHT_FEEDBACK__STORE", "sqlite::memory:")
 
 
-def loan_profile(n: int = 2000, seed: int = 0, name: str = "loan") -> Profile:
+def loan_profile(n: int = 2000, seed: int = 0, name: str = "loan", golden_rows: int = 0) -> Profile:
     """A profile of the synthetic loan data (prediction section from a score column)."""
     cols = generate(n, seed)
     # A deterministic stand-in for a model's score, so the prediction section is numeric.
@@ -32,6 +32,7 @@ def loan_profile(n: int = 2000, seed: int = 0, name: str = "loan") -> Profile:
         output_name="predict",
         model=ModelInfo(name=name, version="v1", trained_at=datetime(2026, 11, 1, tzinfo=UTC)),
         data_hash="sha256:test",
+        golden_rows=golden_rows,
     )
     return profile
 

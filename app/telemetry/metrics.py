@@ -69,6 +69,10 @@ class Metrics:
             "infersight_prediction_non_finite", "NaN or infinite predictions.", ["model"],
             registry=r,
         )  # fmt: skip
+        self.upstream_retries = Counter(
+            "infersight_upstream_retries",
+            "Requests sent again because the connection broke before any answer.", registry=r,
+        )  # fmt: skip
         self.upstream_up = Gauge(
             "infersight_upstream_up", "1 when the model server answered its readiness probe.",
             registry=r,

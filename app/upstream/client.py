@@ -7,7 +7,7 @@ direct throughput at 64 connections on a 2-core machine, one on httpx.AsyncClien
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import aiohttp
@@ -56,9 +56,14 @@ def forwardable(headers: Iterable[tuple[str, str]]) -> CIMultiDict[str]:
 class UpstreamClient:
     """Forwards requests to the model server and maps transport failures to InferSight errors."""
 
-    def __init__(self, settings: UpstreamSettings) -> None:
+    def __init__(
+        self, settings: UpstreamSettings, on_retry: Callable[[], None] = lambda: None
+    ) -> None:
         self.settings = settings
+        self.on_retry = on_retry
         self.base_url = settings.url
+        self.retries = 0
+        """Requests sent again after the connection broke before any answer."""
         self._session: aiohttp.ClientSession | None = None
         self._timeout = aiohttp.ClientTimeout(
             total=settings.timeout_seconds,
@@ -109,14 +114,8 @@ class UpstreamClient:
         # encoded=True: forward the path and query byte for byte, no re-quoting.
         url = yarl.URL(self.base_url + path_qs, encoded=True)
         try:
-            async with self.session.request(
-                method,
-                url,
-                data=body,
-                headers=headers,
-                allow_redirects=False,
-                timeout=deadline or self._timeout,
-            ) as resp:
+            resp = await self._send(method, url, headers, body, deadline or self._timeout)
+            async with resp:
                 payload = await resp.read()
                 relay = [(k, v) for k, v in resp.headers.items() if k.lower() not in _SKIP_RESPONSE]
                 return UpstreamResponse(
@@ -143,6 +142,30 @@ class UpstreamClient:
             raise UpstreamUnavailable(
                 f"the model server at {self.base_url} is unreachable: {type(exc).__name__}: {exc}"
             ) from None
+
+    async def _send(
+        self,
+        method: str,
+        url: yarl.URL,
+        headers: CIMultiDict[str],
+        body: bytes | None,
+        timeout: aiohttp.ClientTimeout,
+    ) -> aiohttp.ClientResponse:
+        """Send and wait for the response head. A kept-alive connection that the model server
+        closed breaks before any answer: with `retry_on_disconnect` that is tried once more on
+        a fresh connection (the model server produced no answer to the first attempt)."""
+        attempts = 2 if self.settings.retry_on_disconnect else 1
+        for attempt in range(attempts):
+            try:
+                return await self.session.request(
+                    method, url, data=body, headers=headers, allow_redirects=False, timeout=timeout
+                )
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+                if attempt + 1 == attempts or isinstance(exc, aiohttp.ClientConnectorError):
+                    raise
+                self.retries += 1
+                self.on_retry()
+        raise AssertionError("unreachable")
 
     async def probe(self, path: str, timeout_seconds: float = 2.0) -> bool:
         """GET a readiness path; True on any 2xx answer."""
