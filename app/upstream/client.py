@@ -149,7 +149,7 @@ class UpstreamClient:
         url: yarl.URL,
         headers: CIMultiDict[str],
         body: bytes | None,
-        timeout: aiohttp.ClientTimeout,
+        limits: aiohttp.ClientTimeout,
     ) -> aiohttp.ClientResponse:
         """Send and wait for the response head. A kept-alive connection that the model server
         closed breaks before any answer: with `retry_on_disconnect` that is tried once more on
@@ -158,7 +158,7 @@ class UpstreamClient:
         for attempt in range(attempts):
             try:
                 return await self.session.request(
-                    method, url, data=body, headers=headers, allow_redirects=False, timeout=timeout
+                    method, url, data=body, headers=headers, allow_redirects=False, timeout=limits
                 )
             except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
                 if attempt + 1 == attempts or isinstance(exc, aiohttp.ClientConnectorError):

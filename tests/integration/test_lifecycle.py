@@ -77,8 +77,8 @@ async def get_json(http: aiohttp.ClientSession, url: str) -> Any:
         return await r.json()
 
 
-async def wait_until(check: Any, timeout: float, what: str) -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout
+async def wait_until(check: Any, seconds: float, what: str) -> Any:
+    deadline = asyncio.get_running_loop().time() + seconds
     last = None
     while asyncio.get_running_loop().time() < deadline:
         last = await check()
