@@ -28,7 +28,7 @@ servers: ## Create the model servers' own virtualenvs (MLServer, kserve, MLflow)
 	./scripts/bootstrap_servers.sh
 
 .PHONY: system-deps
-system-deps: ## Install Debian packages the tests use (prometheus, alertmanager, docker-compose) as root
+system-deps: ## Install Debian packages the tests use (prometheus, alertmanager, postgresql, docker-compose) as root
 	./scripts/bootstrap_system.sh
 
 .PHONY: demo

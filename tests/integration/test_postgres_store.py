@@ -226,3 +226,45 @@ def test_a_server_that_stays_down_raises_after_one_reconnect(
         pg.start()
     # The next call reconnects to the server that is back.
     assert [m.outcome for m in store.match([Lookup("loan", "a")], 1001.0)] == ["matched"]
+
+
+async def test_two_sidecars_share_one_store(schema_url: str) -> None:
+    """Replica A serves the prediction, replica B receives its label: matched once, fleet-wide."""
+    import aiohttp
+
+    from app.config import FeedbackSettings, Settings, UpstreamSettings
+    from tests.conftest import loan_profile
+    from tests.support.sidecar import run_sidecar
+    from tests.support.stub_upstream import StubUpstream
+    from tests.unit.api.test_proxy import good_row, v2_request
+
+    profile = loan_profile()
+    async with StubUpstream() as up:
+        settings = Settings(
+            upstream=UpstreamSettings(url=up.url),
+            feedback=FeedbackSettings(store=schema_url, min_rows=1),
+        )
+        async with (
+            run_sidecar(settings, {"loan": profile}) as a,
+            run_sidecar(settings, {"loan": profile}) as b,
+            aiohttp.ClientSession() as http,
+        ):
+            for i in range(3):
+                body = v2_request([good_row(), good_row()], f"r{i}")
+                async with http.post(
+                    f"{a.url}/v2/models/loan/infer", json=body, headers={"x-request-id": f"r{i}"}
+                ) as r:
+                    assert r.status == 200
+            await a.app.state.infersight.feedback.recorder.flush()  # A's writes are in the store
+            items = [
+                {"request_id": f"r{i}", "row": j, "label": 1} for i in range(3) for j in (0, 1)
+            ]
+            async with http.post(f"{b.url}/feedback", json={"feedback": items}) as r:
+                doc = await r.json()
+            assert doc["outcomes"]["matched"] == 6, doc
+            # The same labels through replica A: every one is already labelled.
+            async with http.post(f"{a.url}/feedback", json={"feedback": items}) as r:
+                doc = await r.json()
+            assert doc["outcomes"]["duplicate"] == 6, doc
+            assert b.sample("infersight_feedback_scored_total", {"model": "loan"}) == 6
+            assert a.sample("infersight_feedback_scored_total", {"model": "loan"}) == 0

@@ -29,6 +29,8 @@ class StubState:
     delay: float = 0.0
     prediction: Any = 0.5
     model_version: str = "v1"
+    headers: dict[str, str] = field(default_factory=dict)
+    """Extra headers on every inference answer."""
     requests: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -96,7 +98,7 @@ def build_app(state: StubState) -> web.Application:
                 }
             ],
         }
-        return web.json_response(out, headers={"x-upstream": "stub"})
+        return web.json_response(out, headers={"x-upstream": "stub", **state.headers})
 
     async def predict_v1(request: web.Request) -> web.StreamResponse:
         body = await request.read()
@@ -105,7 +107,7 @@ def build_app(state: StubState) -> web.Application:
         if bad is not None:
             return bad
         n = _rows(json.loads(body))
-        return web.json_response({"predictions": [state.prediction] * n})
+        return web.json_response({"predictions": [state.prediction] * n}, headers=state.headers)
 
     async def invocations(request: web.Request) -> web.StreamResponse:
         body = await request.read()
@@ -117,7 +119,7 @@ def build_app(state: StubState) -> web.Application:
             n = len(body.decode().strip().splitlines()) - 1
         else:
             n = _rows(json.loads(body))
-        return web.json_response({"predictions": [state.prediction] * n})
+        return web.json_response({"predictions": [state.prediction] * n}, headers=state.headers)
 
     async def ready(_: web.Request) -> web.StreamResponse:
         if state.mode == "down":
