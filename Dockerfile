@@ -51,20 +51,22 @@ LABEL org.opencontainers.image.title="InferSight" \
       org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.version="0.1.0"
 
-# /profiles belongs to the runtime user so that a named volume mounted there starts out
-# writable by it (the compose stack's one-shot `profile` service writes the demo profile).
+# /profiles and /var/lib/infersight belong to the runtime user so that named volumes mounted
+# there start out writable by it (the compose stack's one-shot `profile` service writes the demo
+# profile; the feedback store keeps predictions awaiting their labels across restarts).
 RUN groupadd --system --gid 10001 infersight \
     && useradd --system --uid 10001 --gid infersight --create-home \
         --home-dir /home/infersight --shell /usr/sbin/nologin infersight \
-    && mkdir -p /profiles \
-    && chown infersight:infersight /profiles
+    && mkdir -p /profiles /var/lib/infersight \
+    && chown infersight:infersight /profiles /var/lib/infersight
 
 COPY --from=builder /opt/infersight /opt/infersight
 
 ENV PATH="/opt/infersight/bin:${PATH}" \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    INFERSIGHT_HOST=0.0.0.0
+    INFERSIGHT_HOST=0.0.0.0 \
+    INFERSIGHT_FEEDBACK__STORE=sqlite:/var/lib/infersight/feedback.db
 
 USER 10001:10001
 WORKDIR /home/infersight
