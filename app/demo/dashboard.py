@@ -1,7 +1,10 @@
-"""The demo's terminal view of what InferSight sees, scraped from the sidecar's `GET /metrics`.
+"""The demo's terminal view of what InferSight sees, scraped from the sidecar's `GET /metrics`,
+`GET /monitoring/lifecycle` and `GET /monitoring/ml-test-score`.
 
 Only the documented metric names are read (DESIGN.md); an absent metric shows nothing. Rates,
-latency quantiles and bin shares come from counter deltas over a short sliding window. On a
+latency quantiles and bin shares come from counter deltas over a short sliding window. Compact
+lifecycle panels show the served version and its changes, ground-truth feedback and quality,
+the shadow candidate's agreement, the latest parity probe, and the ML Test Score monitors. On a
 terminal a rich `Live` view refreshes about twice a second; otherwise plain lines are printed.
 """
 
@@ -13,10 +16,12 @@ import time
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from types import TracebackType
+from typing import Any
 
 import aiohttp
+import orjson
 from prometheus_client.parser import text_string_to_metric_families
+from rich.columns import Columns
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.markup import escape
@@ -24,6 +29,8 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from app.demo.feedback import FeedbackStats, accuracy_text
+from app.demo.http_client import SessionOwner
 from app.demo.scenarios import Scenario
 from app.demo.traffic import TrafficStats
 
@@ -45,6 +52,31 @@ MIN_BIN_ROWS = 30
 NOISE_SIGMAS = 4.0
 """...nor are changes within this many binomial standard errors of the reference share."""
 DRIFT_DETECTED = "infersight_drift_detected"
+MODEL_INFO = "infersight_model_info"
+VERSION_CHANGES = "infersight_model_version_changes_total"
+FEEDBACK_OUTCOMES = "infersight_feedback_total"
+FEEDBACK_SCORED = "infersight_feedback_scored_total"
+FEEDBACK_CORRECT = "infersight_feedback_correct_total"
+QUALITY = "infersight_model_quality"
+QUALITY_ROWS = "infersight_model_quality_window_rows"
+QUALITY_THRESHOLD = "infersight_model_quality_threshold"
+SHADOW_COMPARISONS = "infersight_shadow_comparisons_total"
+SHADOW_ERRORS = "infersight_shadow_errors_total"
+SHADOW_DROPPED = "infersight_shadow_dropped_total"
+PARITY_PROBES = "infersight_parity_probes_total"
+LIFECYCLE_PATH = "/monitoring/lifecycle"
+ML_TEST_SCORE_PATH = "/monitoring/ml-test-score"
+MONITOR_NAMES = {
+    1: "dependency changes",
+    2: "data invariants",
+    3: "train/serve parity",
+    4: "model staleness",
+    5: "numerical stability",
+    6: "latency, errors, RAM",
+    7: "prediction quality",
+}
+"""Short names of the ML Test Score monitors (the sidecar's document has the paper's wording)."""
+LOWER_IS_BETTER = frozenset({"log_loss", "brier", "mae", "rmse", "ece"})
 
 
 @dataclass(frozen=True)
@@ -239,6 +271,8 @@ class ScenarioResult:
     seen: Interval | None
     drift: list[str] = field(default_factory=list)
     """Features the drift cycle flagged when the scenario ended."""
+    version: str | None = None
+    """The model version the sidecar saw served when the scenario ended."""
 
     def violations_by_kind(self) -> dict[str, float]:
         out: dict[str, float] = {}
@@ -261,22 +295,294 @@ class ScenarioResult:
         return "; ".join(parts)
 
 
-def summary_table(results: list[ScenarioResult]) -> Table:
-    """Per scenario: requests, rejections, violations by kind, and what was seen."""
+def summary_table(results: list[ScenarioResult], feedback: FeedbackStats | None = None) -> Table:
+    """Per scenario: requests, rejections, violations by kind, drift, the served version, what
+    was seen and, with `feedback`, the accuracy the sidecar scored from its delayed labels."""
     table = Table(title="What InferSight saw, by scenario", show_lines=True)
     table.add_column("scenario", no_wrap=True)
-    for name in ("requests", "rejected", "violations", "drift detected", "seen"):
+    names = ["requests", "rejected", "violations", "drift detected", "version", "seen"]
+    if feedback is not None:
+        names.append("accuracy (labels)")
+    for name in names:
         table.add_column(name, overflow="fold")
     for r in results:
-        table.add_row(
+        row = [
             r.scenario.name,
             _counts(r.client.status_classes(), "\n"),
             _counts(r.seen.rejected, "\n") if r.seen else "-",
             _counts(r.violations_by_kind(), "\n"),
             "\n".join(r.drift) or "-",
+            escape(r.version or "-"),
             escape(r.what_was_seen()),
-        )
+        ]
+        if feedback is not None:
+            row.append(accuracy_text(feedback.by_scenario.get(r.scenario.name)))
+        table.add_row(*row)
     return table
+
+
+def _ratio(part: float, whole: float) -> float | None:
+    return part / whole if whole > 0 else None
+
+
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0%}"
+
+
+def _num(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None or math.isnan(value) else f"{value:.{digits}f}"
+
+
+def _section(doc: dict[str, Any], key: str) -> dict[str, Any]:
+    value = doc.get(key)
+    return value if isinstance(value, dict) else {}
+
+
+def _breaches(metric: str, value: float, bound: float) -> bool:
+    return value > bound if metric in LOWER_IS_BETTER else value < bound
+
+
+@dataclass(frozen=True)
+class LifecycleView:
+    """The lifecycle side of the sidecar at one scrape, summed over its models (the demo has
+    one): served version, feedback and quality, shadow, parity, and the ML Test Score."""
+
+    version: str | None = None
+    profile_version: str | None = None
+    version_changes: float = 0.0
+    outcomes: dict[str, float] = field(default_factory=dict)
+    """Feedback labels by outcome (matched, unknown, ...), since the start."""
+    quality: dict[str, float] = field(default_factory=dict)
+    """The sidecar's quality window (`infersight_model_quality`): metric → value."""
+    window_rows: float | None = None
+    thresholds: dict[str, float] = field(default_factory=dict)
+    scored: float = 0.0
+    correct: float = 0.0
+    recent_scored: float = 0.0
+    recent_correct: float = 0.0
+    shadow: bool = False
+    """A shadow is configured (its metrics are exported)."""
+    agree: float = 0.0
+    disagree: float = 0.0
+    recent_agree: float = 0.0
+    recent_disagree: float = 0.0
+    shadow_errors: float = 0.0
+    shadow_dropped: float = 0.0
+    parity: dict[str, Any] | None = None
+    """The latest parity probe (from `/monitoring/lifecycle`)."""
+    parity_probes: dict[str, float] = field(default_factory=dict)
+    score: dict[str, Any] | None = None
+    """The `/monitoring/ml-test-score` document."""
+
+    @classmethod
+    def of(
+        cls,
+        cur: Snapshot,
+        prev: Snapshot | None = None,
+        lifecycle: dict[str, Any] | None = None,
+        score: dict[str, Any] | None = None,
+    ) -> LifecycleView:
+        """Read the view from a scrape (`prev`: the start of the recent window) and the
+        sidecar's JSON documents (either may be None)."""
+        doc = lifecycle or {}
+        versions = _section(doc, "versions")
+        model_doc: dict[str, Any] = next((v for v in versions.values() if isinstance(v, dict)), {})
+        served = model_doc.get("version")
+        if not isinstance(served, str):
+            info = [dict(k) for k, v in cur.series(MODEL_INFO).items() if v >= 1]
+            served = info[0].get("version") if info else None
+        parity_doc = _section(doc, "parity")
+        parity = next((p for p in parity_doc.values() if isinstance(p, dict)), None)
+        outcomes = {k[0]: v for k, v in totals(cur, FEEDBACK_OUTCOMES, ("outcome",)).items() if v}
+        quality = {
+            k[0]: v
+            for k, v in totals(cur, QUALITY, ("metric",)).items()
+            if not math.isnan(v)
+        }  # fmt: skip
+        thresholds = {
+            k[0]: v for k, v in totals(cur, QUALITY_THRESHOLD, ("metric",)).items()
+        }  # fmt: skip
+        rows = totals(cur, QUALITY_ROWS)
+        comparisons = {k[0]: v for k, v in totals(cur, SHADOW_COMPARISONS, ("result",)).items()}
+        recent = {k[0]: v for k, v in deltas(cur, prev, SHADOW_COMPARISONS, ("result",)).items()}
+        probes = {k[0]: v for k, v in totals(cur, PARITY_PROBES, ("outcome",)).items()}
+        profile_version = model_doc.get("profile_version")
+        return cls(
+            version=served if isinstance(served, str) else None,
+            profile_version=profile_version if isinstance(profile_version, str) else None,
+            version_changes=sum(totals(cur, VERSION_CHANGES).values()),
+            outcomes=outcomes,
+            quality=quality,
+            window_rows=rows.get(()) if rows else None,
+            thresholds=thresholds,
+            scored=sum(totals(cur, FEEDBACK_SCORED).values()),
+            correct=sum(totals(cur, FEEDBACK_CORRECT).values()),
+            recent_scored=sum(deltas(cur, prev, FEEDBACK_SCORED).values()) if prev else 0.0,
+            recent_correct=sum(deltas(cur, prev, FEEDBACK_CORRECT).values()) if prev else 0.0,
+            shadow=bool(cur.series(SHADOW_COMPARISONS)),
+            agree=comparisons.get("agree", 0.0),
+            disagree=comparisons.get("disagree", 0.0),
+            recent_agree=recent.get("agree", 0.0) if prev else 0.0,
+            recent_disagree=recent.get("disagree", 0.0) if prev else 0.0,
+            shadow_errors=sum(totals(cur, SHADOW_ERRORS).values()),
+            shadow_dropped=sum(totals(cur, SHADOW_DROPPED).values()),
+            parity=parity,
+            parity_probes=probes,
+            score=score if isinstance(score, dict) else None,
+        )
+
+    @property
+    def accuracy(self) -> float | None:
+        """Accuracy of every label scored so far (fleet counters)."""
+        return _ratio(self.correct, self.scored)
+
+    @property
+    def recent_accuracy(self) -> float | None:
+        return _ratio(self.recent_correct, self.recent_scored)
+
+    @property
+    def agreement(self) -> float | None:
+        """Share of compared rows where the shadow agreed with the primary."""
+        return _ratio(self.agree, self.agree + self.disagree)
+
+    @property
+    def recent_agreement(self) -> float | None:
+        return _ratio(self.recent_agree, self.recent_agree + self.recent_disagree)
+
+    def breached(self) -> list[str]:
+        """Quality metrics of the window past their configured bound."""
+        return [
+            m
+            for m, bound in sorted(self.thresholds.items())
+            if m in self.quality and _breaches(m, self.quality[m], bound)
+        ]
+
+    def monitors(self) -> list[dict[str, Any]]:
+        raw = self.score.get("monitors") if self.score else None
+        return [m for m in raw if isinstance(m, dict)] if isinstance(raw, list) else []
+
+    def parity_text(self) -> str:
+        p = self.parity
+        if p is None:
+            return "waiting for the first probe" if self.parity_probes else "-"
+        outcome, rows, bad = p.get("outcome"), p.get("rows"), p.get("mismatched_rows")
+        if outcome == "ok":
+            return f"ok ({rows} golden rows match)"
+        if outcome == "mismatch":
+            return f"MISMATCH ({bad}/{rows} rows differ)"
+        return f"error: {str(p.get('error'))[:60]}"
+
+    def line(self) -> str:
+        """One line for logs and pipes."""
+        parts = []
+        if self.version:
+            parts.append(f"version {self.version} ({self.version_changes:.0f} change(s))")
+        if self.outcomes:
+            acc = self.quality.get("accuracy")
+            bound = self.thresholds.get("accuracy")
+            quality = f", window accuracy {_num(acc)}" if acc is not None else ""
+            quality += f" (bound {bound:.2f})" if acc is not None and bound is not None else ""
+            parts.append("labels: " + _counts(self.outcomes, " ") + quality)
+        if self.shadow:
+            parts.append(
+                f"shadow agree {_share(self.agreement)} (recent {_share(self.recent_agreement)})"
+            )
+        if self.parity is not None:
+            parts.append(f"parity {self.parity.get('outcome')}")
+        if self.score is not None:
+            alerting = [
+                str(m.get("monitor")) for m in self.monitors() if m.get("state") == "alerting"
+            ]
+            automated = f"{self.score.get('automated', '?')}/{self.score.get('max_score', '?')}"
+            parts.append(
+                f"ML Test Score {automated} automated"
+                + (f", alerting: {','.join(alerting)}" if alerting else "")
+            )
+        return "  |  ".join(parts)
+
+
+def _kv_table(title: str) -> Table:
+    table = Table(title=title, title_justify="left", show_header=False)
+    table.add_column("", no_wrap=True)
+    table.add_column("")
+    return table
+
+
+def lifecycle_tables(
+    view: LifecycleView,
+    feedback: FeedbackStats | None = None,
+    recent: str | None = None,
+) -> list[RenderableType]:
+    """Three compact panels side by side: the served version with the shadow and parity, the
+    ground truth and quality, and the ML Test Score monitors. `recent` names the sliding window
+    (None: totals only)."""
+    release = _kv_table("model version, shadow, parity")
+    mismatch = (
+        view.version is not None
+        and view.profile_version is not None
+        and view.version != view.profile_version
+    )
+    served = Text(view.version or "-", style="bold red" if mismatch else "bold")
+    if view.profile_version is not None:
+        served.append(f" (profile {view.profile_version})", style="dim")
+    release.add_row("served", served)
+    changes = Text(f"{view.version_changes:.0f}", style="red" if view.version_changes else "")
+    release.add_row("version changes", changes)
+    if view.shadow:
+        compared = view.agree + view.disagree
+        release.add_row("shadow agrees", f"{_share(view.agreement)} of {compared:.0f} rows")
+        if recent is not None:
+            release.add_row(f"  {recent}", _share(view.recent_agreement))
+        release.add_row(
+            "shadow errors", f"{view.shadow_errors:.0f} (dropped {view.shadow_dropped:.0f})"
+        )
+    else:
+        release.add_row("shadow", "off")
+    bad_parity = view.parity is not None and view.parity.get("outcome") != "ok"
+    release.add_row("parity", Text(view.parity_text(), style="bold red" if bad_parity else ""))
+    release.add_row("parity probes", _counts(view.parity_probes))
+
+    quality = _kv_table("ground truth (delayed labels)")
+    quality.add_row("outcomes", _counts(view.outcomes))
+    if "accuracy" in view.quality:
+        bound = view.thresholds.get("accuracy")
+        breached = "accuracy" in view.breached()
+        text = Text(_num(view.quality["accuracy"]), style="bold red" if breached else "")
+        if bound is not None:
+            text.append(f" (bound {bound:.2f})", style="dim")
+        rows = f" {view.window_rows:.0f}" if view.window_rows is not None else ""
+        quality.add_row(f"accuracy, window{rows}", text)
+    if recent is not None and view.recent_scored:
+        quality.add_row(
+            f"accuracy, {recent}", f"{_num(view.recent_accuracy)} (n={view.recent_scored:.0f})"
+        )
+    quality.add_row("accuracy, all", f"{_num(view.accuracy)} (n={view.scored:.0f})")
+    if feedback is not None:
+        for name, tally in sorted(feedback.by_version.items()):
+            quality.add_row(f"served by {escape(name)}", accuracy_text(tally))
+        if feedback.pending:
+            quality.add_row("labels waiting", f"{feedback.pending}")
+
+    columns: list[RenderableType] = [release, quality]
+    monitors = view.monitors()
+    if view.score is not None and monitors:
+        automated = f"{view.score.get('automated', '?')}/{view.score.get('max_score', '?')}"
+        mts = Table(title=f"ML Test Score: {automated} automated", title_justify="left")
+        for column in ("#", "monitor", "auto", "state"):
+            mts.add_column(column, no_wrap=True)
+        for m in monitors:
+            number = m.get("monitor")
+            state = str(m.get("state", "-"))
+            style = {"alerting": "bold red", "ok": "green"}.get(state, "dim")
+            short = MONITOR_NAMES.get(number) if isinstance(number, int) else None
+            mts.add_row(
+                str(number),
+                escape(short or str(m.get("test", ""))),
+                "yes" if m.get("automated") else "no",
+                Text(state, style=style),
+            )
+        columns.append(mts)
+    return [Columns(columns, padding=(0, 2))]
 
 
 @dataclass
@@ -288,7 +594,7 @@ class _Current:
     start: Snapshot | None
 
 
-class Dashboard:
+class Dashboard(SessionOwner):
     """Scrapes the sidecar's metrics and shows them live; collects per-scenario results."""
 
     def __init__(
@@ -299,31 +605,27 @@ class Dashboard:
         window_seconds: float = 5.0,
         refresh_seconds: float = 0.5,
         plain_every_seconds: float = 5.0,
+        sidecar_url: str | None = None,
+        lifecycle_every_seconds: float = 1.0,
     ) -> None:
+        """`sidecar_url` serves the `/monitoring/*` documents (default: `metrics_url` without
+        its `/metrics`); they are read at most every `lifecycle_every_seconds`."""
         self.metrics_url = metrics_url
         self.console = console or Console()
         self.window_seconds = window_seconds
         self.refresh_seconds = refresh_seconds
         self.plain_every_seconds = plain_every_seconds
+        self.sidecar_url = (sidecar_url or metrics_url.removesuffix("/metrics")).rstrip("/")
+        self.lifecycle_every_seconds = lifecycle_every_seconds
         self.results: list[ScenarioResult] = []
         self.error: str | None = None
+        self.feedback: FeedbackStats | None = None
+        """The feedback sender's stats, shown in the ground-truth panel when set."""
+        self.lifecycle_doc: dict[str, Any] | None = None
+        self.score_doc: dict[str, Any] | None = None
+        self._polled_at: float | None = None
         self._history: deque[Snapshot] = deque()
         self._current: _Current | None = None
-        self._session: aiohttp.ClientSession | None = None
-
-    async def __aenter__(self) -> Dashboard:
-        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2.0))
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
 
     async def scrape(self) -> Snapshot | None:
         """Fetch and parse `/metrics` once; remember it for the window. None when unavailable."""
@@ -343,7 +645,45 @@ class Dashboard:
         self._history.append(snap)
         while len(self._history) > 2 and self._history[1].at <= snap.at - self.window_seconds:
             self._history.popleft()
+        due = self._polled_at is None or snap.at - self._polled_at >= self.lifecycle_every_seconds
+        if due:
+            await self.poll_lifecycle()
         return snap
+
+    async def _get_json(self, path: str) -> dict[str, Any] | None:
+        assert self._session is not None
+        try:
+            async with self._session.get(self.sidecar_url + path) as resp:
+                if resp.status != 200:
+                    return None
+                doc = orjson.loads(await resp.read())
+        except (aiohttp.ClientError, TimeoutError, orjson.JSONDecodeError):
+            return None
+        return doc if isinstance(doc, dict) else None
+
+    async def poll_lifecycle(self) -> None:
+        """Read `/monitoring/lifecycle` and `/monitoring/ml-test-score` (None when absent)."""
+        if self._session is None:
+            raise RuntimeError("use Dashboard as an async context manager")
+        self._polled_at = time.monotonic()
+        self.lifecycle_doc = await self._get_json(LIFECYCLE_PATH)
+        self.score_doc = await self._get_json(ML_TEST_SCORE_PATH)
+
+    def lifecycle(self, recent: bool = True) -> LifecycleView | None:
+        """The lifecycle view at the latest scrape (`recent`: with the sliding window's deltas)."""
+        if not self._history:
+            return None
+        prev = self._history[0] if recent and len(self._history) > 1 else None
+        return LifecycleView.of(self._history[-1], prev, self.lifecycle_doc, self.score_doc)
+
+    async def final(self) -> RenderableType:
+        """Scrape once more and render the lifecycle panels with totals (for the end)."""
+        await self.scrape()
+        await self.poll_lifecycle()
+        view = self.lifecycle(recent=False)
+        if view is None:
+            return Text(self.error or "no sidecar metrics", style="yellow")
+        return Group(*lifecycle_tables(view, self.feedback))
 
     async def begin(
         self, scenario: Scenario, position: str, seconds: float, stats: TrafficStats
@@ -361,7 +701,9 @@ class Dashboard:
         snap = await self.scrape()
         seen = Interval.between(snap, current.start) if snap is not None else None
         drift = drifting(snap) if snap is not None else []
-        result = ScenarioResult(current.scenario, current.stats, seen, drift)
+        view = self.lifecycle() if snap is not None else None
+        version = view.version if view is not None else None
+        result = ScenarioResult(current.scenario, current.stats, seen, drift, version)
         self.results.append(result)
         return result
 
@@ -398,6 +740,9 @@ class Dashboard:
             latest = self._history[-1]
             total = Interval.between(latest, cur.start) if cur and cur.start else None
             parts.extend(self._tables(w, total, drifting(latest)))
+            view = self.lifecycle()
+            if view is not None:
+                parts.extend(lifecycle_tables(view, self.feedback, f"last {w.seconds:.0f} s"))
         return Group(*parts)
 
     def _tables(
@@ -460,6 +805,10 @@ class Dashboard:
                 parts.append("drift: " + ", ".join(drift))
         elif cur is not None:
             parts.append(f"client sent {cur.stats.requests} {_counts(cur.stats.status_classes())}")
+        view = self.lifecycle()
+        lifecycle = view.line() if view is not None else ""
+        if lifecycle:
+            parts.append("\n    " + lifecycle)
         if self.error:
             parts.append(self.error)
         return "  ".join(parts)

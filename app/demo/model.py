@@ -1,4 +1,5 @@
-"""The demo model: a scikit-learn pipeline that predicts loan default, and a buggy variant.
+"""The demo model: a scikit-learn pipeline that predicts loan default, a buggy variant, and a
+retrained candidate (the demo's shadow model).
 
 `purpose` (free text) is not a model input; the pipeline drops it. Inputs arrive as columns of
 plain Python values (what a JSON tensor holds) and are coerced here, so a value of the wrong
@@ -23,6 +24,11 @@ from app.demo.data import BOOLEAN, CATEGORICAL, NUMERIC, TARGET, generate
 MODEL_NAME = "loan"
 GOOD_VERSION = "v1"
 BUGGY_VERSION = "v2-buggy"
+CANDIDATE_VERSION = "v1.1-candidate"
+CANDIDATE_C = 0.05
+"""The candidate's inverse regularisation strength (the good model uses scikit-learn's 1.0)."""
+CANDIDATE_SEED_OFFSET = 1000
+"""The candidate is trained on fresh data: `generate(rows, seed + CANDIDATE_SEED_OFFSET)`."""
 MODEL_INPUTS = [*NUMERIC, *CATEGORICAL, *BOOLEAN]
 """The columns the pipeline reads (every feature but `purpose`)."""
 MISSING_CATEGORY = "__missing__"
@@ -96,8 +102,9 @@ def frame(rows: dict[str, list[Any]]) -> pd.DataFrame:
     return pd.DataFrame(data, columns=MODEL_INPUTS)
 
 
-def build_pipeline() -> Pipeline:
-    """The untrained pipeline: impute+scale numbers, one-hot categories, flags as floats."""
+def build_pipeline(c: float = 1.0) -> Pipeline:
+    """The untrained pipeline: impute+scale numbers, one-hot categories, flags as floats, then a
+    logistic regression with inverse regularisation strength `c`."""
     numeric = Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())])
     preprocess = ColumnTransformer(
         [
@@ -107,15 +114,31 @@ def build_pipeline() -> Pipeline:
         ],
         remainder="drop",
     )
-    return Pipeline([("preprocess", preprocess), ("classify", LogisticRegression(max_iter=1000))])
+    return Pipeline(
+        [("preprocess", preprocess), ("classify", LogisticRegression(C=c, max_iter=1000))]
+    )
 
 
-def train(columns: dict[str, list[Any]] | None = None, seed: int = 0) -> Pipeline:
-    """Fit the pipeline on `columns` (default: `generate(5000, seed)`)."""
+def train(columns: dict[str, list[Any]] | None = None, seed: int = 0, c: float = 1.0) -> Pipeline:
+    """Fit the pipeline (regularisation `c`) on `columns` (default: `generate(5000, seed)`)."""
     data = columns if columns is not None else generate(5000, seed=seed)
-    pipeline = build_pipeline()
+    pipeline = build_pipeline(c)
     pipeline.fit(frame(data), np.asarray(data[TARGET], dtype=np.int64))
     return pipeline
+
+
+def train_candidate(seed: int = 0, n_rows: int = 5000) -> Pipeline:
+    """The candidate release the demo runs as a shadow: the same pipeline retrained on fresh data
+    with stronger regularisation. About as accurate as the good model; agrees with it on ~96% of
+    rows (and, being a sound model, disagrees with the buggy one on most rows)."""
+    return train(generate(n_rows, seed=seed + CANDIDATE_SEED_OFFSET), c=CANDIDATE_C)
+
+
+def accuracy(predicted: list[int], labels: list[int]) -> float:
+    """Share of rows whose predicted class equals the label (nan without rows)."""
+    if not labels:
+        return math.nan
+    return sum(1 for p, y in zip(predicted, labels, strict=True) if p == y) / len(labels)
 
 
 def predict(model: Pipeline, rows: dict[str, list[Any]]) -> tuple[list[int], list[float]]:
@@ -146,7 +169,9 @@ class BuggyModel:
     """A broken release: the same pipeline with its score inverted (P' = 1 - P).
 
     Most applicants are now predicted to default: the prediction distribution flips while the
-    inputs stay clean, which only output monitoring can catch.
+    inputs stay clean, which only output monitoring can catch. Every class prediction is the
+    opposite of the good model's, so against the true labels its accuracy is one minus the good
+    model's (about 0.19 against 0.81 on the demo data): ground-truth feedback shows the drop.
     """
 
     def __init__(self, pipeline: Pipeline) -> None:

@@ -7,6 +7,7 @@ Requests hold one tensor per feature (shape [n] or [n, 1]) or one 2-D tensor [n,
 
 Demo knobs: `POST /demo/control` with `{"delay_ms": 250}` and/or `{"version": "v2-buggy"}`
 slows every inference down or switches the version served by the unversioned routes.
+`candidate_state()` is the demo's shadow candidate: one version, `v1.1-candidate`.
 `serve()` runs the app with uvicorn on a background thread, bound to 127.0.0.1.
 """
 
@@ -34,12 +35,14 @@ from starlette.routing import Route
 from app.demo.data import FEATURES
 from app.demo.model import (
     BUGGY_VERSION,
+    CANDIDATE_VERSION,
     GOOD_VERSION,
     MODEL_NAME,
     BuggyModel,
     GoodModel,
     Model,
     train,
+    train_candidate,
 )
 
 MAX_DELAY_MS = 60_000.0
@@ -122,6 +125,14 @@ def demo_state(pipeline: Pipeline, name: str = MODEL_NAME) -> ServerState:
         BUGGY_VERSION: BuggyModel(pipeline),
     }
     return ServerState(name=name, models=models, version=GOOD_VERSION)
+
+
+def candidate_state(pipeline: Pipeline, name: str = MODEL_NAME) -> ServerState:
+    """The shadow candidate's server: one version, `CANDIDATE_VERSION`, of a retrained pipeline
+    (`model.train_candidate`), under the same model name and routes as the primary."""
+    return ServerState(
+        name=name, models={CANDIDATE_VERSION: GoodModel(pipeline)}, version=CANDIDATE_VERSION
+    )
 
 
 def _flatten(data: Any, where: str, depth: int = 0) -> list[Any]:
@@ -433,8 +444,15 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--port", type=int, default=8085)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--candidate", action="store_true", help=f"serve the shadow candidate {CANDIDATE_VERSION}"
+    )
     args = parser.parse_args(argv)
-    state = demo_state(train(seed=args.seed))
+    state = (
+        candidate_state(train_candidate(args.seed))
+        if args.candidate
+        else demo_state(train(seed=args.seed))
+    )
     config = uvicorn.Config(
         create_app(state),
         host="127.0.0.1",

@@ -1,6 +1,11 @@
 """Traffic scenarios: what changes in the requests (a row transformer) or in the model server
 (its demo knobs), and what a user should see in InferSight while it plays.
 
+Throughout, a shadow candidate gets a mirror of the traffic and the answered rows' true labels
+reach the sidecar a few seconds late (delayed ground truth), so the buggy release shows up in
+the served version, the predictions, the shadow's agreement, the parity probes and, last, in
+the accuracy measured from feedback.
+
 Rows are dicts of wire values (`data.rows`). Transformers return new rows and never touch their
 input. Every scenario also gets a sprinkle of invalid requests (`make_invalid`).
 """
@@ -127,14 +132,17 @@ SCENARIOS: tuple[Scenario, ...] = (
     ),
     Scenario(
         "buggy_model",
-        f"Model server switches to {BUGGY_VERSION} (inverted scores): inputs stay clean but "
-        "predicted class 1 jumps from ~10% to ~90% of rows.",
+        f"{BUGGY_VERSION} is deployed mid-run (inverted scores): the sidecar counts a version "
+        "change; inputs stay clean but predicted class 1 jumps from ~10% to ~90% of rows, the "
+        "shadow candidate disagrees and parity probes mismatch; once the delayed labels arrive, "
+        "accuracy falls from ~0.8 to ~0.2.",
         0.14,
         control=_normal(version=BUGGY_VERSION),
     ),
     Scenario(
         "slow_upstream",
-        f"Model server answers {SLOW_DELAY_MS:.0f} ms later: request latency p50/p99 rises past "
+        f"{GOOD_VERSION} is back (a rollback: the second version change) but answers "
+        f"{SLOW_DELAY_MS:.0f} ms later: request latency p50/p99 rises past "
         f"{SLOW_DELAY_MS:.0f} ms while inputs and predictions look normal.",
         0.14,
         control=_normal(delay_ms=SLOW_DELAY_MS),

@@ -4,6 +4,10 @@ concurrency, for a bounded time.
 Requests look like an MLServer client's: one tensor per feature and request-level
 `"parameters": {"content_type": "pd"}`, with batches of 1 to 32 rows. Only HTTP is assumed of
 the server that receives them (the sidecar, or the model server itself).
+
+For ground-truth feedback, `run_traffic` can hand every answered request to `on_answer`: the
+request id the server answered with (`x-request-id`), the true label of each row (`default` in
+the synthetic data) and the model version named in the answer.
 """
 
 from __future__ import annotations
@@ -13,19 +17,24 @@ import random
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 import orjson
 
-from app.demo.data import BOOLEAN, FEATURES, NUMERIC, generate, rows
+from app.demo.data import BOOLEAN, FEATURES, NUMERIC, TARGET, generate, rows
 from app.demo.model import MODEL_NAME
 from app.demo.scenarios import INVALID_REQUEST_SHARE, Row, Transform, make_invalid
 
 POOL_ROWS = 20_000
 DRAIN_SECONDS = 5.0
 """At the end, in-flight requests get at most this long before they are cancelled."""
+REQUEST_ID_HEADER = "x-request-id"
+
+OnAnswer = Callable[[str, list[int], str | None], None]
+"""Called for every request answered 200: (request id, true label per row, model version)."""
 
 
 @dataclass
@@ -84,13 +93,21 @@ class TrafficConfig:
 
 
 class RowSource:
-    """A pool of synthetic rows (a different seed than training) to draw requests from."""
+    """A pool of synthetic rows (a different seed than training) to draw requests from, with
+    each row's true label."""
 
     def __init__(self, seed: int = 1, size: int = POOL_ROWS) -> None:
-        self.pool: list[Row] = rows(generate(size, seed=seed), FEATURES)
+        columns = generate(size, seed=seed)
+        self.pool: list[Row] = rows(columns, FEATURES)
+        self.labels: list[int] = [int(y) for y in columns[TARGET]]
+
+    def draw(self, k: int, rng: random.Random) -> tuple[list[Row], list[int]]:
+        """`k` rows and their labels (the same draws as `sample`)."""
+        picks = [rng.randrange(len(self.pool)) for _ in range(k)]
+        return [self.pool[i] for i in picks], [self.labels[i] for i in picks]
 
     def sample(self, k: int, rng: random.Random) -> list[Row]:
-        return [self.pool[rng.randrange(len(self.pool))] for _ in range(k)]
+        return self.draw(k, rng)[0]
 
 
 def batch_size(rng: random.Random, max_batch: int = 32) -> int:
@@ -134,21 +151,39 @@ def encode_request(batch: list[Row], request_id: str) -> dict[str, Any]:
     return {"id": request_id, "parameters": {"content_type": "pd"}, "inputs": inputs}
 
 
+def model_version_of(body: bytes) -> str | None:
+    """The `model_version` a V2 answer names (None when absent or not JSON)."""
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    version = doc.get("model_version") if isinstance(doc, dict) else None
+    return version if isinstance(version, str) and version else None
+
+
 async def _send(
-    session: aiohttp.ClientSession, url: str, batch: list[Row], stats: TrafficStats
+    session: aiohttp.ClientSession,
+    url: str,
+    batch: list[Row],
+    stats: TrafficStats,
+    labels: list[int] | None = None,
+    on_answer: OnAnswer | None = None,
 ) -> None:
     request_id = uuid.uuid4().hex
     body = orjson.dumps(encode_request(batch, request_id))
-    headers = {"content-type": "application/json", "x-request-id": request_id}
+    headers = {"content-type": "application/json", REQUEST_ID_HEADER: request_id}
     started = time.perf_counter()
     try:
         async with session.post(url, data=body, headers=headers) as resp:
-            await resp.read()
+            answer = await resp.read()
             status = resp.status
+            answered_id = resp.headers.get(REQUEST_ID_HEADER) or request_id
     except (aiohttp.ClientError, TimeoutError) as exc:
         stats.errors[type(exc).__name__] += 1
         return
     stats.record(status, time.perf_counter() - started, len(batch))
+    if on_answer is not None and labels is not None and status == 200:
+        on_answer(answered_id, labels, model_version_of(answer))
 
 
 async def run_traffic(
@@ -159,11 +194,13 @@ async def run_traffic(
     *,
     seed: int = 0,
     stats: TrafficStats | None = None,
+    on_answer: OnAnswer | None = None,
 ) -> TrafficStats:
     """Send requests for `duration_seconds`, then give in-flight ones up to `DRAIN_SECONDS`.
 
     Each request is a batch drawn from `source`, passed through `transform`, and for a share
-    `config.invalid_share` of requests made invalid. Cancelling the task stops it at once.
+    `config.invalid_share` of requests made invalid. Requests answered 200 go to `on_answer`
+    with the true labels of their rows. Cancelling the task stops it at once.
     """
     stats = stats if stats is not None else TrafficStats()
     rng = random.Random(seed)
@@ -184,10 +221,13 @@ async def run_traffic(
                         tasks, timeout=deadline - now, return_when=asyncio.FIRST_COMPLETED
                     )
                     continue
-                batch = transform(source.sample(batch_size(rng, config.max_batch), rng), rng)
+                drawn, labels = source.draw(batch_size(rng, config.max_batch), rng)
+                batch = transform(drawn, rng)
                 if rng.random() < config.invalid_share:
                     batch = make_invalid(batch, rng)
-                task = asyncio.create_task(_send(session, config.infer_url, batch, stats))
+                task = asyncio.create_task(
+                    _send(session, config.infer_url, batch, stats, labels, on_answer)
+                )
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
                 next_at = max(next_at + 1.0 / config.rate, now - 1.0 / config.rate)

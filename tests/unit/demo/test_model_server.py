@@ -11,9 +11,26 @@ import aiohttp
 import pytest
 from sklearn.pipeline import Pipeline
 
-from app.demo.data import FEATURES, generate, rows
-from app.demo.model import BUGGY_VERSION, GOOD_VERSION, BuggyModel, predict, train
-from app.demo.model_server import BackgroundServer, ServerState, create_app, demo_state, serve
+from app.demo.data import FEATURES, TARGET, generate, rows
+from app.demo.model import (
+    BUGGY_VERSION,
+    CANDIDATE_VERSION,
+    GOOD_VERSION,
+    BuggyModel,
+    GoodModel,
+    accuracy,
+    predict,
+    train,
+    train_candidate,
+)
+from app.demo.model_server import (
+    BackgroundServer,
+    ServerState,
+    candidate_state,
+    create_app,
+    demo_state,
+    serve,
+)
 from app.demo.traffic import encode_request
 
 
@@ -193,3 +210,38 @@ def test_busy_port_fails_fast(running: tuple[ServerState, BackgroundServer]) -> 
     state, server = running
     with pytest.raises(OSError, match="in use"):
         BackgroundServer(create_app(state), port=server.port)
+
+
+def test_the_buggy_version_is_worse_against_the_true_labels(pipeline: Pipeline) -> None:
+    cols = generate(3000, seed=21)
+    labels = cols[TARGET]
+    good = accuracy(GoodModel(pipeline).predict(cols)[0], labels)
+    buggy = accuracy(BuggyModel(pipeline).predict(cols)[0], labels)
+    base_rate = sum(labels) / len(labels)
+    assert good > 1 - base_rate > 0.7  # better than always predicting "no default"
+    assert buggy == pytest.approx(1 - good)  # every class inverted
+    assert buggy < 0.3
+
+
+def test_the_candidate_is_a_sound_model_that_differs_a_little() -> None:
+    good, candidate = train(generate(5000, seed=0)), train_candidate(0)
+    cols = generate(3000, seed=22)
+    good_classes = GoodModel(good).predict(cols)[0]
+    cand_classes = GoodModel(candidate).predict(cols)[0]
+    agreement = accuracy(cand_classes, good_classes)
+    assert 0.9 < agreement < 1.0
+    assert abs(accuracy(cand_classes, cols[TARGET]) - accuracy(good_classes, cols[TARGET])) < 0.03
+
+
+async def test_candidate_server_answers_under_the_same_model_name(pipeline: Pipeline) -> None:
+    state = candidate_state(pipeline)
+    assert list(state.models) == [CANDIDATE_VERSION]
+    server = serve(state)
+    try:
+        body = encode_request(sample_rows(2), "c")
+        status, doc = await call("POST", f"{server.url}/v2/models/loan/infer", body)
+        assert (status, doc["model_name"], doc["model_version"]) == (200, "loan", CANDIDATE_VERSION)
+        status, _ = await call("POST", f"{server.url}/demo/control", {"version": BUGGY_VERSION})
+        assert status == 400
+    finally:
+        server.stop()

@@ -9,6 +9,7 @@ import random
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 import pytest
@@ -20,6 +21,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from app.demo.dashboard import Dashboard, histogram_quantile, parse_metrics, summary_table
+from app.demo.data import FEATURES, TARGET, generate
 from app.demo.model_server import BackgroundServer
 from app.demo.scenarios import INVALID_AGE, by_name, unchanged
 from app.demo.traffic import (
@@ -28,6 +30,7 @@ from app.demo.traffic import (
     TrafficStats,
     batch_size,
     encode_request,
+    model_version_of,
     run_traffic,
 )
 
@@ -40,6 +43,8 @@ class Stub:
     inflight: int = 0
     max_inflight: int = 0
     metrics: bytes = b""
+    bodies: dict[str, Any] = field(default_factory=dict)
+    """Request bodies by their id."""
 
     async def infer(self, request: Request) -> Response:
         body = await request.body()
@@ -51,7 +56,10 @@ class Stub:
             self.inflight -= 1
         doc = orjson.loads(body)
         status = 422 if INVALID_AGE.encode() in body else 200
-        return Response(orjson.dumps({"id": doc["id"]}), status, media_type="application/json")
+        answer = {"id": doc["id"], "model_version": "v-stub"}
+        self.bodies[doc["id"]] = doc
+        echoed = {"x-request-id": "echo-" + request.headers["x-request-id"]}
+        return Response(orjson.dumps(answer), status, echoed, media_type="application/json")
 
     async def scrape(self, request: Request) -> Response:
         return Response(self.metrics, media_type="text/plain")
@@ -88,6 +96,47 @@ def test_requests_look_like_a_pandas_v2_client(source: RowSource) -> None:
     one = encode_request([{**batch[0], "age": INVALID_AGE}], "id-2")
     types = {t["name"]: t["datatype"] for t in one["inputs"]}
     assert (types["age"], types["monthly_income"]) == ("BYTES", "FP64")  # all-null stays FP64
+
+
+def test_rows_are_drawn_with_their_true_labels() -> None:
+    source = RowSource(seed=5, size=300)
+    columns = generate(300, seed=5)
+    truth = {tuple(columns[f][i] for f in FEATURES): columns[TARGET][i] for i in range(300)}
+    batch, labels = source.draw(50, random.Random(4))
+    assert batch == source.sample(50, random.Random(4))  # the same draws
+    assert labels == [truth[tuple(row[f] for f in FEATURES)] for row in batch]
+    assert set(labels) == {0, 1}
+
+
+async def test_answered_requests_go_to_on_answer_with_their_labels(
+    stub: tuple[Stub, str], source: RowSource
+) -> None:
+    server, url = stub
+    answers: list[tuple[str, list[int], str | None]] = []
+    config = TrafficConfig(url=url, rate=40.0, invalid_share=0.3)
+    stats = await run_traffic(
+        config, 0.6, unchanged, source, seed=3, on_answer=lambda *a: answers.append(a)
+    )
+    assert stats.statuses[422] > 0  # rejected requests have no prediction to label
+    assert len(answers) == stats.statuses[200] > 0
+    truth = {
+        tuple(row[f] for f in FEATURES): y
+        for row, y in zip(source.pool, source.labels, strict=True)
+    }
+    for request_id, labels, version in answers:
+        assert request_id.startswith("echo-")  # the id the server answered with
+        assert version == "v-stub"
+        sent = server.bodies[request_id.removeprefix("echo-")]
+        columns = {t["name"]: t["data"] for t in sent["inputs"]}
+        rows = list(zip(*(columns[f] for f in FEATURES), strict=True))
+        assert labels == [truth[row] for row in rows]
+
+
+def test_model_version_is_read_from_v2_answers() -> None:
+    assert model_version_of(b'{"model_version": "v2-buggy", "outputs": []}') == "v2-buggy"
+    assert model_version_of(b'{"outputs": []}') is None
+    assert model_version_of(b"[1]") is None
+    assert model_version_of(b"not json") is None
 
 
 def test_batch_sizes_mix_single_rows_and_batches_up_to_32() -> None:
