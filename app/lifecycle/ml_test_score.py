@@ -25,6 +25,8 @@ from app.monitoring.quality import QualityWindow
 from app.monitoring.serving_stats import ModelStats
 
 State = Literal["ok", "alerting", "no_data"]
+CHANGE_WINDOW_SECONDS = 3600.0
+"""A version change keeps Monitor 1 alerting this long (as InferSightModelVersionChanged)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,11 +140,16 @@ def _predictions_seen(m: ModelView) -> int:
 def _dependency(view: DeploymentView) -> MonitorResult:
     observed = {m.name: m.versions.as_dict() for m in view.models if m.versions is not None}
     receiving = any(v["observed"] for v in observed.values()) or view.server is not None
-    changes = sum(v["changes"] for v in observed.values())
+    recent = [
+        n
+        for n, v in observed.items()
+        if v["changed_at"] is not None and view.now - v["changed_at"] < CHANGE_WINDOW_SECONDS
+    ]
     mismatch = [n for n, v in observed.items() if v["profile_mismatch"]]
-    state: State = "no_data" if not receiving else "alerting" if changes or mismatch else "ok"
+    state: State = "no_data" if not receiving else "alerting" if recent or mismatch else "ok"
     detail = (
-        f"{changes} version change(s) seen; profile built for another version: {mismatch}"
+        f"version changed in the last hour: {recent}; profile built for another version: "
+        f"{mismatch}"
         if state == "alerting"
         else "served versions followed from responses and metadata"
         if receiving

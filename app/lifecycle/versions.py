@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -61,6 +62,8 @@ class VersionTracker:
         self.observed = False
         """True once the upstream itself has reported a version."""
         self.changes = 0
+        self.changed_at: float | None = None
+        """Unix time of the latest change."""
         self._info.labels(model, self.current or UNKNOWN, profile_hash).set(1)
         self._mismatch.set(0)
 
@@ -79,6 +82,7 @@ class VersionTracker:
             self.current = cleaned
             if was_observed:
                 self.changes += 1
+                self.changed_at = time.time()
                 self._changes.inc()
                 log.warning(
                     "model.version_changed",
@@ -108,6 +112,7 @@ class VersionTracker:
             and self.observed
             and self.current != self.profile_version,
             "changes": self.changes,
+            "changed_at": self.changed_at,
         }
 
 
