@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 from pathlib import Path
 from typing import Any
@@ -294,3 +295,30 @@ async def test_version_changes_are_counted_and_mismatch_reported(profile: Profil
         "v2-buggy",
         "v2-buggy",
     ]
+
+
+async def test_labels_after_the_ttl_are_expired(profile: Profile) -> None:
+    async with (
+        StubUpstream() as up,
+        run_sidecar(make_settings(up.url, ttl_seconds=0.3), {"loan": profile}) as sc,
+    ):
+        async with aiohttp.ClientSession() as http:
+            await predict(http, sc, "old", rows=2)
+            await asyncio.sleep(0.5)
+            await predict(http, sc, "new")
+            status, doc = await feedback(
+                http,
+                sc,
+                {
+                    "feedback": [
+                        {"request_id": "old", "row": 0, "label": 1},
+                        {"request_id": "old", "row": 1, "label": 0},
+                        {"request_id": "new", "label": 1},
+                    ]
+                },
+            )
+    assert status == 200
+    assert doc["outcomes"]["expired"] == 2
+    assert doc["outcomes"]["matched"] == 1
+    assert "older than feedback.ttl_seconds" in doc["details"][0]["message"]
+    assert sc.sample("infersight_feedback_total", {"model": "loan", "outcome": "expired"}) == 2
