@@ -262,6 +262,8 @@ def cmd_serve(args: argparse.Namespace, console: Console) -> int:
         log_config=uvicorn_log_config(),
         access_log=False,
         timeout_graceful_shutdown=10,
+        # The sidecar never reads the client address: skip the X-Forwarded-* middleware.
+        proxy_headers=False,
     )
     return 0
 

@@ -27,6 +27,7 @@ from app.api.proxy import (
     Observers,
     Proxy,
     ProxyLimits,
+    RawResponse,
     passthrough,
     request_id_of,
 )
@@ -518,7 +519,7 @@ def create_app(
 
     app.inference = InferenceRoutes(settings.protocol, proxy)
 
-    async def forward_other(request: Request) -> Response:
+    async def forward_other(request: Request) -> Response | RawResponse:
         return await passthrough(request, upstream)
 
     app.router.routes.append(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from app.lifecycle.versions import VersionTracker
 from app.monitoring.profile import OTHER_BIN, Profile
@@ -28,9 +28,12 @@ class MonitoredModel:
     versions: VersionTracker | None = None
     """The served version (None for unprofiled models)."""
 
-    @property
-    def feature_order(self) -> list[str]:
-        return self.profile.feature_names if self.profile else []
+    feature_order: list[str] = field(default_factory=list)
+    """The profile's features in training column order (computed once)."""
+
+    def __post_init__(self) -> None:
+        if self.profile is not None and not self.feature_order:
+            self.feature_order = self.profile.feature_names
 
 
 class ModelRouter:

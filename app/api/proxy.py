@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import structlog
 from multidict import CIMultiDict
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
@@ -138,26 +138,39 @@ class Proxy:
         self.limits = limits
         self.observers = observers or Observers()
 
-    async def _read_body(self, request: Request) -> bytes:
+    async def _read_body(self, receive: Receive, declared: str | None) -> bytes:
+        """The whole body from the ASGI channel, refused past the size limit."""
         limit = self.limits.max_body_bytes
-        declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             raise PayloadTooLarge(f"body of {declared} bytes is over the {limit}-byte limit")
+        message = await receive()
+        if message["type"] == "http.request" and not message.get("more_body", False):
+            body: bytes = message.get("body", b"")  # the usual case: one message
+            if len(body) > limit:
+                raise PayloadTooLarge(f"body is over the {limit}-byte limit")
+            return body
         chunks: list[bytes] = []
         size = 0
-        async for chunk in request.stream():
+        while True:
+            if message["type"] == "http.disconnect":
+                raise ClientDisconnect()
+            chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
                 raise PayloadTooLarge(f"body is over the {limit}-byte limit")
             chunks.append(chunk)
-        return b"".join(chunks)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+            message = await receive()
 
     async def handle(
         self, request: Request, model_name: str | None, version: str | None
-    ) -> Response:
+    ) -> Response | RawResponse:
         """Serve one inference request."""
         start = time.perf_counter()
-        headers = request.headers
+        scope = request.scope
+        raw_headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
+        headers = dict(raw_headers)  # ASGI servers lower-case names; one dict, O(1) lookups
         request_id = request_id_of(headers.get(REQUEST_ID))
         model = self.router.resolve(model_name)
         batch: Batch | None = None
@@ -166,15 +179,16 @@ class Proxy:
         upstream_ms: float | None = None
         reason: str | None = None
         error_type: str | None = None
+        response: Response | RawResponse
         try:
-            body = await self._read_body(request)
+            body = await self._read_body(request.receive, headers.get("content-length"))
             if model.validator is not None:
                 batch, report = self._check(model, body, headers)
                 if report.rejected:
                     raise ValidationFailed(
                         _summary(report), [v.as_detail() for v in report.details]
                     )
-            fwd: CIMultiDict[str] = forwardable(request.headers.items())
+            fwd: CIMultiDict[str] = forwardable(raw_headers)
             if REQUEST_ID not in fwd:
                 fwd[REQUEST_ID] = request_id
             path_qs = upstream_path(request)
@@ -290,7 +304,7 @@ class Proxy:
         fwd: CIMultiDict[str],
         body: bytes,
         request_id: str,
-    ) -> tuple[Response, float, Predictions | None]:
+    ) -> tuple[RawResponse, float, Predictions | None]:
         t0 = time.perf_counter()
         try:
             answer = await self.upstream.request("POST", path_qs, fwd, body)
@@ -349,7 +363,7 @@ def _summary(report: BatchReport) -> str:
     )
 
 
-async def passthrough(request: Request, upstream: UpstreamClient) -> Response:
+async def passthrough(request: Request, upstream: UpstreamClient) -> Response | RawResponse:
     """Forward any other request unchanged (health, metadata, …) without monitoring it."""
     request_id = request_id_of(request.headers.get(REQUEST_ID))
     body = await request.body()
@@ -362,18 +376,37 @@ async def passthrough(request: Request, upstream: UpstreamClient) -> Response:
     return relay(answer, request_id)
 
 
-def relay(answer: UpstreamResponse, request_id: str) -> Response:
+class RawResponse:
+    """A response with its headers already encoded: two ASGI messages and nothing else (the
+    hot path's answer; cheaper than building a framework response)."""
+
+    __slots__ = ("body", "raw_headers", "status_code")
+
+    def __init__(self, status_code: int, raw_headers: list[tuple[bytes, bytes]], body: bytes):
+        self.status_code = status_code
+        self.raw_headers = raw_headers
+        self.body = body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send(
+            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+        )
+        await send({"type": "http.response.body", "body": self.body})
+
+
+_REQUEST_ID_RAW = REQUEST_ID.encode()
+
+
+def relay(answer: UpstreamResponse, request_id: str) -> RawResponse:
     """The upstream's answer as the client's response: status, headers and body unchanged."""
-    response = Response(answer.body, status_code=answer.status)
     raw = [(b"content-length", str(len(answer.body)).encode())]
     raw.extend(
         (k.lower().encode("latin-1"), v.encode("latin-1"))
         for k, v in answer.headers
         if k.lower() != REQUEST_ID
     )
-    raw.append((REQUEST_ID.encode(), request_id.encode("latin-1", "replace")))
-    response.raw_headers = raw
-    return response
+    raw.append((_REQUEST_ID_RAW, request_id.encode("latin-1", "replace")))
+    return RawResponse(answer.status, raw, answer.body)
 
 
 _INFERENCE_PATHS: dict[str, re.Pattern[str]] = {
@@ -399,6 +432,7 @@ class InferenceRoutes:
             return False
         groups = m.groupdict()
         request = Request(scope, receive)
+        response: Response | RawResponse
         try:
             response = await self.proxy.handle(request, groups.get("name"), groups.get("version"))
         except Exception as exc:  # never let a bug turn into a dropped connection

@@ -148,8 +148,7 @@ def _dependency(view: DeploymentView) -> MonitorResult:
     mismatch = [n for n, v in observed.items() if v["profile_mismatch"]]
     state: State = "no_data" if not receiving else "alerting" if recent or mismatch else "ok"
     detail = (
-        f"version changed in the last hour: {recent}; profile built for another version: "
-        f"{mismatch}"
+        f"version changed in the last hour: {recent}; profile built for another version: {mismatch}"
         if state == "alerting"
         else "served versions followed from responses and metadata"
         if receiving

@@ -35,7 +35,7 @@ DATATYPES = frozenset(
 )
 
 
-def _flatten(data: Any, where: str, name: str) -> list[Any]:
+def _flatten(data: Any, where: str | int, name: str) -> list[Any]:
     if type(data) is not list:
         return [data]
     if list not in set(map(type, data)):  # flat already (the common case), checked in C
@@ -52,7 +52,7 @@ def _flatten(data: Any, where: str, name: str) -> list[Any]:
         if isinstance(item, list):
             if len(stack) >= depth_limit:
                 raise DecodeError(
-                    f"{where} '{name}': 'data' is nested deeper than {depth_limit} levels"
+                    f"{_where(where)} '{name}': 'data' is nested deeper than {depth_limit} levels"
                 )
             stack.append(iter(item))
         else:
@@ -104,31 +104,41 @@ class Tensor:
         return [self.flat[i * width : (i + 1) * width] for i in range(self.rows)]
 
 
-def parse_tensor(raw: Any, where: str) -> Tensor:
-    """Validate one tensor object of a request or response (messages built only on error)."""
+def parse_tensor(raw: Any, where: str | int) -> Tensor:
+    """Validate one tensor object of a request or response (messages built only on error).
+
+    `where` names the tensor in messages: a description, or the index of a request input.
+    """
     if type(raw) is not dict:
-        raise DecodeError(f"{where} must be an object")
+        raise DecodeError(f"{_where(where)} must be an object")
     name = raw.get("name")
     if type(name) is not str or not name:
-        raise DecodeError(f"{where} needs a non-empty string 'name'")
+        raise DecodeError(f"{_where(where)} needs a non-empty string 'name'")
     shape = raw.get("shape")
     if type(shape) is not list or not _valid_shape(shape):
-        raise DecodeError(f"{where} '{name}': 'shape' must be a list of non-negative integers")
+        raise DecodeError(
+            f"{_where(where)} '{name}': 'shape' must be a list of non-negative integers"
+        )
     datatype = raw.get("datatype")
     if datatype not in DATATYPES:
-        raise DecodeError(f"{where} '{name}': unknown datatype {datatype!r}")
+        raise DecodeError(f"{_where(where)} '{name}': unknown datatype {datatype!r}")
     data = raw.get("data", _ABSENT)
     if data is _ABSENT:
         raise DecodeError(
-            f"{where} '{name}' has no 'data' (binary tensor data is not supported here)"
+            f"{_where(where)} '{name}' has no 'data' (binary tensor data is not supported here)"
         )
     flat = _flatten(data, where, name)
-    expected = math.prod(shape)
+    expected = shape[0] if len(shape) == 1 else math.prod(shape)
     if len(flat) != expected:
         raise DecodeError(
-            f"{where} '{name}': shape {shape} needs {expected} values but 'data' holds {len(flat)}"
+            f"{_where(where)} '{name}': shape {shape} needs {expected} values but 'data' holds "
+            f"{len(flat)}"
         )
     return Tensor(name, shape, datatype, flat)
+
+
+def _where(where: str | int) -> str:
+    return f"inputs[{where}]" if type(where) is int else str(where)
 
 
 def decode_request(body: bytes, feature_order: list[str]) -> Batch:
@@ -141,7 +151,7 @@ def decode_request(body: bytes, feature_order: list[str]) -> Batch:
     inputs = doc.get("inputs")
     if not isinstance(inputs, list) or not inputs:
         raise DecodeError("body needs a non-empty 'inputs' list")
-    tensors = [parse_tensor(t, f"inputs[{i}]") for i, t in enumerate(inputs)]
+    tensors = [parse_tensor(t, i) for i, t in enumerate(inputs)]
     names = [t.name for t in tensors]
     if len(set(names)) != len(names):
         dup = next(n for n in names if names.count(n) > 1)

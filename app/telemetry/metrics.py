@@ -22,6 +22,7 @@ from prometheus_client.registry import Collector
 
 from app.monitoring.profile import OTHER_BIN
 from app.monitoring.serving_stats import ModelStats
+from app.telemetry.hot_metrics import HotCounterFamily, HotHistogramFamily
 
 LATENCY_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.075, 0.1,
@@ -44,27 +45,27 @@ class Metrics:
         self.registry = registry
         r = registry
         # model: a profile name or "__other__"; protocol: v2|v1|mlflow; status: a class.
-        self.requests = Counter(
+        # Updated on every request: lock-free children read at scrape time (hot_metrics).
+        self.requests = HotCounterFamily(
             "infersight_requests", "Requests answered, by status class.",
-            ["model", "protocol", "status"], registry=r,
+            ["model", "protocol", "status"], r,
         )  # fmt: skip
-        self.rejected_requests = Counter(
+        self.rejected_requests = HotCounterFamily(
             "infersight_rejected_requests", "Requests answered by the sidecar and not forwarded.",
-            ["model", "reason"], registry=r,
+            ["model", "reason"], r,
         )  # fmt: skip
-        self.request_duration = Histogram(
+        self.request_duration = HotHistogramFamily(
             "infersight_request_duration_seconds", "Time from request to response in the sidecar.",
-            ["model", "protocol"], buckets=LATENCY_BUCKETS, registry=r,
+            ["model", "protocol"], r, LATENCY_BUCKETS,
         )  # fmt: skip
-        self.upstream_duration = Histogram(
+        self.upstream_duration = HotHistogramFamily(
             "infersight_upstream_duration_seconds", "Time spent waiting for the model server.",
-            ["model", "outcome"], buckets=LATENCY_BUCKETS, registry=r,
+            ["model", "outcome"], r, LATENCY_BUCKETS,
         )  # fmt: skip
-        self.rows = Counter("infersight_rows", "Rows decoded from requests.", ["model"], registry=r)
-        self.rejected_rows = Counter(
-            "infersight_rejected_rows", "Rows of requests rejected by the sidecar.", ["model"],
-            registry=r,
-        )  # fmt: skip
+        self.rows = HotCounterFamily("infersight_rows", "Rows decoded from requests.", ["model"], r)
+        self.rejected_rows = HotCounterFamily(
+            "infersight_rejected_rows", "Rows of requests rejected by the sidecar.", ["model"], r
+        )
         self.prediction_non_finite = Counter(
             "infersight_prediction_non_finite", "NaN or infinite predictions.", ["model"],
             registry=r,

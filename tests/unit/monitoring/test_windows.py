@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from collections import deque
+
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from app.monitoring.batch import Batch
 from app.monitoring.profile import Profile
 from app.monitoring.serving_stats import ModelStats
 from app.monitoring.validator import Validator
-from app.monitoring.windows import ModelWindows, Ring
+from app.monitoring.windows import STAGE_ROWS, ModelWindows, Ring
 
 
 def test_ring_keeps_the_last_values_oldest_first() -> None:
@@ -29,6 +33,40 @@ def test_timed_ring_drops_old_entries_from_snapshots() -> None:
     ring.extend([3.0], now=200.0)
     assert ring.snapshot(since=150.0).tolist() == [3.0]
     assert ring.snapshot().tolist() == [1.0, 2.0, 3.0]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    capacity=st.integers(1, 2 * STAGE_ROWS),
+    appends=st.lists(
+        st.tuples(st.integers(0, 3 * STAGE_ROWS), st.integers(0, 4), st.booleans()), max_size=25
+    ),
+)
+def test_staged_ring_matches_a_plain_bounded_queue(
+    capacity: int, appends: list[tuple[int, int, bool]]
+) -> None:
+    """Staged small appends, direct large ones and flag runs, any interleaving: the ring holds
+    exactly the last `capacity` values with their arrival times, in order."""
+    ring = Ring(capacity, timed=True)
+    flags = Ring(capacity, np.bool_)
+    expected: deque[tuple[float, float]] = deque(maxlen=capacity)
+    expected_flags: deque[bool] = deque(maxlen=capacity)
+    counter = 0
+    for step, (n, n_true, snapshot) in enumerate(appends):
+        values = [float(counter + i) for i in range(n)]
+        counter += n
+        ring.extend(values if n < STAGE_ROWS else np.array(values), now=float(step))
+        expected.extend((v, float(step)) for v in values)
+        k = min(n_true, n)
+        flags.extend_flags(k, n)
+        expected_flags.extend([True] * k + [False] * (n - k))
+        assert ring.size == len(expected)
+        if snapshot:
+            assert ring.snapshot().tolist() == [v for v, _ in expected]
+    assert ring.snapshot().tolist() == [v for v, _ in expected]
+    half = len(appends) / 2
+    assert ring.snapshot(since=half).tolist() == [v for v, t in expected if t >= half]
+    assert flags.snapshot().tolist() == list(expected_flags)
 
 
 def _windows(profile: Profile, rows: int = 50) -> tuple[Validator, ModelWindows]:
