@@ -11,6 +11,7 @@ import random
 import re
 import time
 import zlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -164,9 +165,18 @@ class Proxy:
             message = await receive()
 
     async def handle(
-        self, request: Request, model_name: str | None, version: str | None
+        self,
+        request: Request,
+        model_name: str | None,
+        version: str | None,
+        respond: Callable[[Response | RawResponse], Awaitable[None]] | None = None,
     ) -> Response | RawResponse:
-        """Serve one inference request."""
+        """Serve one inference request.
+
+        With `respond`, the answer is sent through it as soon as it is known, and the work
+        that only observes it (prediction statistics, windows, feedback store, shadow, log
+        line) runs after: the client never waits for monitoring.
+        """
         start = time.perf_counter()
         scope = request.scope
         raw_headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
@@ -180,6 +190,9 @@ class Proxy:
         reason: str | None = None
         error_type: str | None = None
         response: Response | RawResponse
+        answer: UpstreamResponse | None = None
+        path_qs, body = "", b""
+        fwd: CIMultiDict[str] = CIMultiDict()
         try:
             body = await self._read_body(request.receive, headers.get("content-length"))
             if model.validator is not None:
@@ -188,18 +201,13 @@ class Proxy:
                     raise ValidationFailed(
                         _summary(report), [v.as_detail() for v in report.details]
                     )
-            fwd: CIMultiDict[str] = forwardable(raw_headers)
+            fwd = forwardable(raw_headers)
             if REQUEST_ID not in fwd:
                 fwd[REQUEST_ID] = request_id
             path_qs = upstream_path(request)
-            response, upstream_ms, predictions = await self._forward(
+            response, upstream_ms, answer = await self._forward(
                 model, path_qs, fwd, body, request_id
             )
-            served = 200 <= response.status_code < 300  # rows the model actually answered
-            if served and model.windows is not None and report is not None and batch is not None:
-                model.windows.observe_inputs(report.columns, batch.columns)
-            if predictions is not None:
-                self._after(model, request_id, batch, predictions, path_qs, fwd, body)
         except RequestError as exc:
             reason = (
                 "enforce"
@@ -220,6 +228,15 @@ class Proxy:
         status = response.status_code
         model.metrics.requests[status_class(status)].inc()
         model.metrics.duration.observe(elapsed)
+        if respond is not None:
+            await respond(response)
+        if answer is not None and 200 <= answer.status < 300:  # rows the model answered
+            if model.windows is not None and report is not None and batch is not None:
+                model.windows.observe_inputs(report.columns, batch.columns)
+            if model.stats is not None:
+                predictions = self._observe(model, answer)
+            if predictions is not None:
+                self._after(model, request_id, batch, predictions, path_qs, fwd, body)
         log_payload = self.request_log.enabled and self.request_log.wants_payload()
         self.request_log.submit(
             {
@@ -304,7 +321,7 @@ class Proxy:
         fwd: CIMultiDict[str],
         body: bytes,
         request_id: str,
-    ) -> tuple[RawResponse, float, Predictions | None]:
+    ) -> tuple[RawResponse, float, UpstreamResponse]:
         t0 = time.perf_counter()
         try:
             answer = await self.upstream.request("POST", path_qs, fwd, body)
@@ -320,8 +337,7 @@ class Proxy:
         waited = time.perf_counter() - t0
         ok = 200 <= answer.status < 300
         model.metrics.upstream["ok" if ok else "error_status"].observe(waited)
-        predictions = self._observe(model, answer) if ok and model.stats is not None else None
-        return relay(answer, request_id), round(waited * 1000, 3), predictions
+        return relay(answer, request_id), round(waited * 1000, 3), answer
 
     def _observe(self, model: MonitoredModel, answer: UpstreamResponse) -> Predictions | None:
         stats = model.stats
@@ -432,15 +448,21 @@ class InferenceRoutes:
             return False
         groups = m.groupdict()
         request = Request(scope, receive)
-        response: Response | RawResponse
+        responded = False
+
+        async def respond(response: Response | RawResponse) -> None:
+            nonlocal responded
+            responded = True
+            await response(scope, receive, send)
+
         try:
-            response = await self.proxy.handle(request, groups.get("name"), groups.get("version"))
+            await self.proxy.handle(request, groups.get("name"), groups.get("version"), respond)
         except Exception as exc:  # never let a bug turn into a dropped connection
             log.exception("request.unexpected_error", error=repr(exc)[:300])
-            response = Response(
-                error_body("internal_error", "unexpected error in the sidecar"),
-                status_code=500,
-                media_type="application/json",
-            )
-        await response(scope, receive, send)
+            if not responded:
+                await Response(
+                    error_body("internal_error", "unexpected error in the sidecar"),
+                    status_code=500,
+                    media_type="application/json",
+                )(scope, receive, send)
         return True
