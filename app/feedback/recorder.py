@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from app.feedback.store import Lookup, Match, PredictionStore, PurgeResult, StoredPrediction
+from app.feedback.store import Lookup, Match, PredictionStore, PurgeResult, StoredRequest
 
 FLUSH_INTERVAL_SECONDS = 0.05
 PURGE_INTERVAL_SECONDS = 30.0
@@ -98,14 +98,15 @@ class FeedbackRecorder:
         batch: list[Pending] = []
         while self._pending:
             batch.append(self._pending.popleft())
-        rows = _expand(batch)
+        requests = _expand(batch)
+        n_rows = sum(len(r.values) for r in requests)
         try:
-            await self._call(self.store.put, rows)
+            await self._call(self.store.put, requests)
         except Exception:
-            self.dropped += len(rows)
-            self.on_drop(len(rows))
+            self.dropped += n_rows
+            self.on_drop(n_rows)
             raise
-        self.written += len(rows)
+        self.written += n_rows
 
     async def purge(self) -> PurgeResult:
         """Expire and evict now (also runs every PURGE_INTERVAL_SECONDS)."""
@@ -137,28 +138,15 @@ class FeedbackRecorder:
             self._executor = None
 
 
-def _expand(batch: list[Pending]) -> list[StoredPrediction]:
-    rows: list[StoredPrediction] = []
-    for model, request_id, at, values, keys, version in batch:
-        for i, value in enumerate(values):
-            key = keys[i] if keys is not None and i < len(keys) else None
-            rows.append(
-                StoredPrediction(
-                    model=model,
-                    request_id=request_id,
-                    row=i,
-                    value=_jsonable(value),
-                    at=at,
-                    key=None if key is None else str(key),
-                    version=version,
-                )
-            )
-    return rows
-
-
-def _jsonable(value: Any) -> Any:
-    if value is None or type(value) in (str, int, bool):
-        return value
-    if type(value) is float:
-        return value if value == value and value not in (float("inf"), float("-inf")) else None
-    return str(value)
+def _expand(batch: list[Pending]) -> list[StoredRequest]:
+    return [
+        StoredRequest(
+            model=model,
+            request_id=request_id,
+            values=values,
+            at=at,
+            keys=None if keys is None else [None if k is None else str(k) for k in keys],
+            version=version,
+        )
+        for model, request_id, at, values, keys, version in batch
+    ]

@@ -1,11 +1,12 @@
 """The prediction store behind `POST /feedback`: what it keeps, how a label finds its prediction.
 
-A store keeps one record per predicted row, keyed by (model, request id, row) and optionally by a
-business key. A label is matched at most once: the first match marks the record labelled, and a
-second label for it is a `duplicate`. Records older than the TTL answer `expired` (they are kept
-as tombstones until evicted, so late labels are told apart from unknown ones); past the row cap
-the oldest records are evicted. Implementations are synchronous and are called from one thread
-(`app/feedback/recorder.py`); `open_store` picks one from a URL.
+A store keeps one record per answered request (its rows' predictions together: one write per
+request, however many rows), keyed by (model, request id), and optionally each row's business
+key. A label addresses one row and is matched at most once: the first match marks the row
+labelled, and a second label for it is a `duplicate`. Rows older than the TTL answer `expired`
+(their request is kept as a tombstone until evicted, so late labels are told apart from unknown
+ones); past the row cap the oldest requests are evicted. Implementations are synchronous and are
+called from one thread (`app/feedback/recorder.py`); `open_store` picks one from a URL.
 """
 
 from __future__ import annotations
@@ -22,8 +23,24 @@ OUTCOMES: tuple[Outcome, ...] = ("matched", "unknown", "duplicate", "expired", "
 
 
 @dataclass(frozen=True, slots=True)
+class StoredRequest:
+    """One answered request's predictions, as written to the store."""
+
+    model: str
+    request_id: str
+    values: list[Any]
+    """The monitored output of each row (JSON-serialisable: number, string, bool or None)."""
+    at: float
+    """Unix time of the answer."""
+    keys: list[str | None] | None = None
+    """Each row's business key, when `feedback.key_field` is configured."""
+    version: str | None = None
+    """The model version that answered."""
+
+
+@dataclass(frozen=True, slots=True)
 class StoredPrediction:
-    """One predicted row, as written to the store."""
+    """One predicted row, as a match returns it."""
 
     model: str
     request_id: str
@@ -59,9 +76,9 @@ class Match:
 @dataclass(slots=True)
 class PurgeResult:
     expired: int = 0
-    """Records that passed their TTL since the last purge (now tombstones)."""
+    """Unlabelled rows that passed their TTL since the last purge (now tombstones)."""
     evicted: int = 0
-    """Records deleted to stay under the row cap."""
+    """Rows deleted (with their requests) to stay under the row cap."""
 
 
 class PredictionStore(ABC):
@@ -72,8 +89,8 @@ class PredictionStore(ABC):
         self.ttl_seconds = ttl_seconds
 
     @abstractmethod
-    def put(self, rows: Sequence[StoredPrediction]) -> None:
-        """Store predictions; a record that already exists (same model, request id, row) is
+    def put(self, requests: Sequence[StoredRequest]) -> None:
+        """Store answered requests; one that already exists (same model and request id) is
         kept unchanged."""
 
     @abstractmethod
@@ -87,7 +104,7 @@ class PredictionStore(ABC):
 
     @abstractmethod
     def count(self) -> int:
-        """Records held (tombstones included)."""
+        """Rows held (tombstones included)."""
 
     @abstractmethod
     def close(self) -> None:

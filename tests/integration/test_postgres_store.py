@@ -17,11 +17,11 @@ import pytest
 
 from app.errors import ConfigError
 from app.feedback.postgres_store import PostgresStore
-from app.feedback.store import Lookup, PredictionStore, open_store
+from app.feedback.store import Lookup, Match, PredictionStore, open_store
 from tests.support.postgres import PostgresServer, start_postgres
 from tests.support.stub_upstream import free_port
 from tests.unit.feedback import test_store_contract as contract
-from tests.unit.feedback.test_store_contract import pred
+from tests.unit.feedback.test_store_contract import pred, req
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -97,7 +97,7 @@ def test_a_prediction_written_by_one_replica_is_matched_through_another(
     make_store: StoreFactory,
 ) -> None:
     a, b = make_store(), make_store()
-    a.put([pred("r1", 0, 0.8), pred("r2", 0, "no", key="app-1")])
+    a.put([pred("r1", 0.8), pred("r2", "no", key="app-1")])
     got = b.match([Lookup("loan", "r1"), Lookup("loan", key="app-1")], 1001.0)
     assert [m.outcome for m in got] == ["matched", "matched"]
     assert got[0].prediction is not None
@@ -106,26 +106,37 @@ def test_a_prediction_written_by_one_replica_is_matched_through_another(
     assert a.count() == b.count() == 2
 
 
-def _race(a: PredictionStore, b: PredictionStore, lookup: Lookup) -> list[str]:
-    """The same lookup through both stores at once; the outcomes, sorted."""
+def _race_many(
+    a: PredictionStore, b: PredictionStore, lookups_a: list[Lookup], lookups_b: list[Lookup]
+) -> tuple[list[Match], list[Match]]:
+    """Each store's lookups (one batch) started at once; each store's matches, in order."""
     barrier = threading.Barrier(2)
-    outcomes: list[str] = []
+    got: dict[int, list[Match]] = {}
     errors: list[BaseException] = []
 
-    def label(store: PredictionStore) -> None:
+    def label(i: int, store: PredictionStore, lookups: list[Lookup]) -> None:
         try:
             barrier.wait(timeout=10)
-            outcomes.extend(m.outcome for m in store.match([lookup], 1001.0))
+            got[i] = store.match(lookups, 1001.0)
         except BaseException as exc:
             errors.append(exc)
 
-    threads = [threading.Thread(target=label, args=(s,)) for s in (a, b)]
+    threads = [
+        threading.Thread(target=label, args=(i, s, lk))
+        for i, (s, lk) in enumerate([(a, lookups_a), (b, lookups_b)])
+    ]
     for t in threads:
         t.start()
     for t in threads:
         t.join(timeout=30)
     assert not errors, errors
-    return sorted(outcomes)
+    return got[0], got[1]
+
+
+def _race(a: PredictionStore, b: PredictionStore, lookup: Lookup) -> list[str]:
+    """The same lookup through both stores at once; the outcomes, sorted."""
+    got_a, got_b = _race_many(a, b, [lookup], [lookup])
+    return sorted(m.outcome for m in got_a + got_b)
 
 
 def test_a_label_sent_to_two_replicas_at_once_matches_once(make_store: StoreFactory) -> None:
@@ -136,6 +147,49 @@ def test_a_label_sent_to_two_replicas_at_once_matches_once(make_store: StoreFact
         # Half by request id, half by business key (the latest-prediction path).
         lookup = Lookup("loan", f"r{i}") if i % 2 else Lookup("loan", key=f"k{i}")
         assert _race(a, b, lookup) == ["duplicate", "matched"], i
+
+
+def test_replicas_labelling_rows_of_one_request_at_once_match_each_row_once(
+    make_store: StoreFactory,
+) -> None:
+    """All rows share one request record: labels for different rows of it, through two replicas
+    at once, all match (none is lost or refused), and a row labelled through both matches once."""
+    a, b = make_store(), make_store()
+    n = 40
+    values: list[object] = [i / 100 for i in range(n)]
+    a.put([req(f"batch{j}", values, keys=[f"b{j}-{i}" for i in range(n)]) for j in range(10)])
+    for j in range(10):
+        rid = f"batch{j}"
+        if j % 2:  # different rows: A the even ones by id, B the odd ones by key
+            got_a, got_b = _race_many(
+                a,
+                b,
+                [Lookup("loan", rid, i) for i in range(0, n, 2)],
+                [Lookup("loan", key=f"b{j}-{i}") for i in range(1, n, 2)],
+            )
+            assert [m.outcome for m in got_a + got_b] == ["matched"] * n, j
+        else:  # every row through both, in the same order (row by row in step)
+            lookups = [Lookup("loan", rid, i) for i in range(n)]
+            got_a, got_b = _race_many(a, b, lookups, lookups)
+            for i in range(n):
+                pair = sorted([got_a[i].outcome, got_b[i].outcome])
+                assert pair == ["duplicate", "matched"], (j, i)
+        matched = [m.prediction for m in got_a + got_b if m.prediction is not None]
+        assert sorted((p.request_id, p.row, p.value) for p in matched) == [
+            (rid, i, values[i]) for i in range(n)
+        ], j
+        # Every row is labelled now, whichever replica is asked.
+        again = b.match([Lookup("loan", rid, i) for i in range(n)], 1002.0)
+        assert {m.outcome for m in again} == {"duplicate"}, j
+    assert a.count() == b.count() == 10 * n
+
+
+def test_a_prediction_holding_a_nul_character_is_matched(make_store: StoreFactory) -> None:
+    """PostgreSQL's JSON functions refuse an escaped NUL: the whole array is read instead."""
+    store = make_store()
+    store.put([req("a", ["x\x00y", 0.5, "z"])])
+    got = store.match([Lookup("loan", "a", 2), Lookup("loan", "a", 0)], 1001.0)
+    assert [m.prediction.value for m in got if m.prediction] == ["z", "x\x00y"]
 
 
 def test_concurrent_purges_count_each_record_once(make_store: StoreFactory) -> None:

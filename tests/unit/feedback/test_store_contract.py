@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from app.errors import ConfigError
-from app.feedback.store import Lookup, PredictionStore, StoredPrediction, open_store
+from app.feedback.store import Lookup, PredictionStore, StoredRequest, open_store
 
 StoreFactory = Callable[..., PredictionStore]
 
@@ -28,15 +28,22 @@ def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store
         store.close()
 
 
-def pred(
-    rid: str, row: int = 0, value: object = 1, at: float = 1000.0, key: str | None = None
-) -> StoredPrediction:
-    return StoredPrediction("loan", rid, row, value, at, key=key, version="v1")
+def pred(rid: str, value: object = 1, at: float = 1000.0, key: str | None = None) -> StoredRequest:
+    """A one-row request."""
+    return StoredRequest(
+        "loan", rid, [value], at, keys=None if key is None else [key], version="v1"
+    )
+
+
+def req(
+    rid: str, values: list[object], at: float = 1000.0, keys: list[str | None] | None = None
+) -> StoredRequest:
+    return StoredRequest("loan", rid, values, at, keys=keys, version="v1")
 
 
 def test_match_by_request_id_and_row(make_store: StoreFactory) -> None:
     store = make_store()
-    store.put([pred("a", 0, 0.25), pred("a", 1, "yes"), pred("b", 0, None)])
+    store.put([req("a", [0.25, "yes"]), pred("b", None)])
     got = store.match([Lookup("loan", "a", 1), Lookup("loan", "a", 0), Lookup("loan", "b")], 1001.0)
     assert [m.outcome for m in got] == ["matched"] * 3
     assert got[0].prediction is not None
@@ -64,7 +71,7 @@ def test_unknown_duplicate_and_other_model(make_store: StoreFactory) -> None:
 def test_put_keeps_the_first_record(make_store: StoreFactory) -> None:
     store = make_store()
     store.put([pred("a", value=1)])
-    store.put([pred("a", value=2)])
+    store.put([req("a", [2, 3])])
     assert store.count() == 1
     (m,) = store.match([Lookup("loan", "a")], 1001.0)
     assert m.prediction is not None
@@ -111,6 +118,38 @@ def test_labelled_records_stay_duplicates_after_their_ttl(make_store: StoreFacto
     assert store.match([Lookup("loan", "a")], 1001.0)[0].outcome == "matched"
     assert store.purge(2000.0).expired == 0
     assert store.match([Lookup("loan", "a")], 2000.0)[0].outcome == "duplicate"
+
+
+def test_rows_of_one_request_are_labelled_one_by_one(make_store: StoreFactory) -> None:
+    store = make_store()
+    store.put([req("batch", [0.1, 0.2, 0.3], keys=["k0", None, "k2"])])
+    assert store.count() == 3
+    got = store.match(
+        [Lookup("loan", "batch", 2), Lookup("loan", key="k0"), Lookup("loan", "batch", 2),
+         Lookup("loan", "batch", 1), Lookup("loan", "batch", 3), Lookup("loan", key="k2")],
+        1001.0,
+    )  # fmt: skip
+    assert [m.outcome for m in got] == [
+        "matched", "matched", "duplicate", "matched", "unknown", "duplicate",
+    ]  # fmt: skip
+    assert [m.prediction.value for m in got if m.prediction] == [0.3, 0.1, 0.2]
+    assert got[1].prediction is not None
+    assert (got[1].prediction.request_id, got[1].prediction.row) == ("batch", 0)
+
+
+def test_ttl_counts_unlabelled_rows_and_the_cap_evicts_whole_requests(
+    make_store: StoreFactory,
+) -> None:
+    store = make_store(max_rows=4, ttl_seconds=100.0)
+    store.put([req("old", [1, 2, 3], at=1000.0)])
+    store.match([Lookup("loan", "old", 1)], 1001.0)
+    store.put([req("new", [4, 5], at=1200.0)])
+    result = store.purge(1200.0)
+    assert result.expired == 2  # rows 0 and 2 of "old" expired unlabelled
+    assert result.evicted == 3  # "old" goes whole: 5 rows held, the cap is 4
+    assert store.count() == 2
+    got = store.match([Lookup("loan", "old", 1), Lookup("loan", "new", 1)], 1201.0)
+    assert [m.outcome for m in got] == ["unknown", "matched"]
 
 
 def test_row_cap_evicts_the_oldest(make_store: StoreFactory) -> None:
