@@ -70,7 +70,9 @@ class SQLiteStore(PredictionStore):
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.executescript(_SCHEMA)
         except sqlite3.Error as exc:
-            raise ConfigError(f"feedback.store: cannot open SQLite database {path}: {exc}") from None
+            raise ConfigError(
+                f"feedback.store: cannot open SQLite database {path}: {exc}"
+            ) from None
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self.db)
@@ -132,7 +134,7 @@ class SQLiteStore(PredictionStore):
         ).fetchone()
         if found is None or not 0 <= row < found[0]:
             return Match("unknown")
-        n_rows, predictions, version, at, expired = found
+        _, predictions, version, at, expired = found
         labelled = self.db.execute(
             "SELECT 1 FROM infersight_labelled WHERE model = ? AND request_id = ? AND row = ?",
             (lookup.model, request_id, row),
