@@ -12,7 +12,7 @@ from typing import Any, TextIO
 import psutil
 import structlog
 from fastapi import FastAPI, Request
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 from pydantic import SecretStr
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -55,6 +55,7 @@ from app.monitoring.validator import Validator
 from app.monitoring.windows import ModelWindows
 from app.protocols.codecs import CODECS
 from app.telemetry.drift_metrics import DriftCollector
+from app.telemetry.exposition import Exposition
 from app.telemetry.lifecycle_metrics import (
     LifecycleMetrics,
     ModelFeedbackMetrics,
@@ -412,6 +413,7 @@ def create_app(
         )
 
     registry.register(MLTestScoreCollector(deployment_view))
+    exposition = Exposition(registry)
 
     app = InferSightApp(
         title="InferSight",
@@ -515,7 +517,7 @@ def create_app(
         """Prometheus exposition."""
         if not _authorized(request, settings.auth.metrics_token):
             return error_response(AuthError("a valid bearer token is required for /metrics"))
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(exposition.render(), media_type=CONTENT_TYPE_LATEST)
 
     app.inference = InferenceRoutes(settings.protocol, proxy)
 
