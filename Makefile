@@ -64,6 +64,13 @@ bench: $(STAMP) ## Measure the sidecar's overhead against calling the model serv
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 	$(BIN)/python -m benchmarks.drift_cycle
 
+.PHONY: bench-full
+bench-full: $(STAMP) ## make bench plus 8 connections, V1 and MLflow, and the scale limits
+	@command -v wrk >/dev/null || ./scripts/bootstrap_system.sh wrk
+	$(BIN)/python -m benchmarks.run --connections 1,8,64 --protocols v2,v1,mlflow $(BENCH_ARGS)
+	$(BIN)/python -m benchmarks.drift_cycle
+	$(BIN)/python -m benchmarks.scale_limits
+
 COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 
 .PHONY: up

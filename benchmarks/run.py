@@ -1,8 +1,8 @@
 """`make bench`: the sidecar's overhead against calling the model server directly, same run.
 
-Starts an upstream (a fast stub V2 server without a model, and MLServer when its venv
-exists), a bare aiohttp forwarding proxy as reference, and InferSight with full monitoring
-(validation, metrics, request logs to a file). Drives wrk in alternating rounds — direct,
+Starts an upstream (a fast stub server without a model, answering V2, V1 and MLflow paths), a
+bare aiohttp forwarding proxy as reference, and InferSight with full monitoring (validation,
+metrics, drift windows, feedback store, request logs to a file), one sidecar per protocol. Drives wrk in alternating rounds — direct,
 bare proxy, InferSight — and reports medians.
 
 CPU layout (fixed so runs compare): wrk on CPU 0; the upstream and the proxy under test
@@ -95,6 +95,29 @@ def v2_body(rows: int) -> bytes:
     ).encode()
 
 
+INFER_PATHS = {
+    "v2": "/v2/models/loan/infer",
+    "v1": "/v1/models/loan:predict",
+    "mlflow": "/invocations",
+}
+READY_PATHS = {"v2": "/v2/health/ready", "v1": "/v1/models/loan", "mlflow": "/ping"}
+
+
+def request_body(protocol: str, rows: int) -> bytes:
+    """One request of `rows` demo rows in the protocol's usual shape."""
+    if protocol == "v2":
+        return v2_body(rows)
+    from app.demo.data import FEATURES, generate
+
+    cols = generate(rows, seed=99)
+    cols["monthly_income"] = [3000.0 if v is None else v for v in cols["monthly_income"]]
+    records = [{f: cols[f][i] for f in FEATURES} for i in range(rows)]
+    if protocol == "v1":
+        return json.dumps({"instances": records}).encode()
+    split = {"columns": FEATURES, "data": [[r[f] for f in FEATURES] for r in records]}
+    return json.dumps({"dataframe_split": split}).encode()
+
+
 def build_profile(workdir: Path) -> Path:
     from app.demo.data import FEATURES, generate
     from app.monitoring.profile import ModelInfo, save_profile
@@ -121,6 +144,7 @@ def build_profile(workdir: Path) -> Path:
 
 @dataclass
 class Round:
+    protocol: str
     target: str
     connections: int
     rows: int
@@ -194,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per cell")
     parser.add_argument("--connections", default="1,64")
     parser.add_argument("--rows", default="1,32")
+    parser.add_argument("--protocols", default="v2", help="v2,v1,mlflow (one sidecar each)")
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         print("wrk is not installed: apt-get install wrk (Debian)", file=sys.stderr)
@@ -203,46 +228,36 @@ def main(argv: list[str] | None = None) -> int:
     row_sizes = [int(r) for r in args.rows.split(",")]
     work = Path(tempfile.mkdtemp(prefix="infersight-bench-"))
     profile = build_profile(work)
-    up_port, bare_port, side_port = free_port(), free_port(), free_port()
+    up_port, bare_port = free_port(), free_port()
     py = sys.executable
     env = {**os.environ, "INFERSIGHT_LOGGING__SINK": str(work / "requests.log")}
     results: list[Round] = []
     rss: dict[str, int] = {}
+    protocols = [p for p in args.protocols.split(",") if p]
     with (
         process([*taskset(1), py, "-m", "benchmarks.stub_server", "--port", str(up_port)], work / "stub.log"),
         process([*taskset(1), py, "-m", "benchmarks.bare_proxy", "--port", str(bare_port),
                  "--upstream", f"http://127.0.0.1:{up_port}"], work / "bare.log") as bare,
-        process([*taskset(1), py, "-m", "app.cli", "serve", "--upstream", f"http://127.0.0.1:{up_port}",
-                 "--protocol", "v2", "--profile", str(profile), "--port", str(side_port)],
-                work / "sidecar.log", env) as side,
     ):  # fmt: skip
-        for port, path in (
-            (up_port, "/v2/health/ready"),
-            (bare_port, "/v2/health/ready"),
-            (side_port, "/readyz"),
-        ):
-            wait_http(f"http://127.0.0.1:{port}{path}")
-        targets = {
-            "direct": (f"http://127.0.0.1:{up_port}/v2/models/loan/infer", None),
-            "bare proxy": (f"http://127.0.0.1:{bare_port}/v2/models/loan/infer", bare.pid),
-            "infersight": (f"http://127.0.0.1:{side_port}/v2/models/loan/infer", side.pid),
-        }
-        for rows in row_sizes:
-            body = work / f"body-{rows}.json"
-            body.write_bytes(v2_body(rows))
-            for c in conns:
-                for _ in range(args.rounds):
-                    for name, (url, pid) in targets.items():
-                        before = cpu_seconds(pid) if pid else 0.0
-                        rps, p50, p99, errors = run_wrk(url, body, c, args.seconds)
-                        used = (cpu_seconds(pid) - before) if pid else 0.0
-                        per_request = used / max(1.0, rps * args.seconds)
-                        results.append(Round(name, c, rows, rps, p50, p99, errors, per_request))
-                        print(
-                            f"  {name:11s} c={c:<3d} rows={rows:<3d} {rps:9.0f} req/s  p50 {p50:7.2f} ms  p99 {p99:7.2f} ms  errors {errors}",
-                            flush=True,
-                        )
-        rss = {"bare proxy": rss_bytes(bare.pid), "infersight": rss_bytes(side.pid)}
+        for protocol in protocols:
+            side_port = free_port()
+            with process(
+                [*taskset(1), py, "-m", "app.cli", "serve", "--upstream", f"http://127.0.0.1:{up_port}",
+                 "--protocol", protocol, "--profile", str(profile), "--port", str(side_port)],
+                work / f"sidecar-{protocol}.log", env,
+            ) as side:  # fmt: skip
+                ready = READY_PATHS[protocol]
+                for port, path in ((up_port, ready), (bare_port, ready), (side_port, "/readyz")):
+                    wait_http(f"http://127.0.0.1:{port}{path}")
+                path = INFER_PATHS[protocol]
+                targets = {
+                    "direct": (f"http://127.0.0.1:{up_port}{path}", None),
+                    "bare proxy": (f"http://127.0.0.1:{bare_port}{path}", bare.pid),
+                    "infersight": (f"http://127.0.0.1:{side_port}{path}", side.pid),
+                }
+                results += run_cells(protocol, targets, work, row_sizes, conns, args)
+                rss[f"infersight {protocol}"] = rss_bytes(side.pid)
+        rss["bare proxy"] = rss_bytes(bare.pid)
     report = summarize(results, rss)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     (RESULTS / f"bench-{stamp}.json").write_text(
@@ -256,23 +271,56 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def run_cells(
+    protocol: str,
+    targets: dict[str, tuple[str, int | None]],
+    work: Path,
+    row_sizes: list[int],
+    conns: list[int],
+    args: argparse.Namespace,
+) -> list[Round]:
+    """Alternating rounds (direct, bare proxy, InferSight) for every rows x connections cell."""
+    results: list[Round] = []
+    for rows in row_sizes:
+        body = work / f"body-{protocol}-{rows}.json"
+        body.write_bytes(request_body(protocol, rows))
+        for c in conns:
+            for _ in range(args.rounds):
+                for name, (url, pid) in targets.items():
+                    before = cpu_seconds(pid) if pid else 0.0
+                    rps, p50, p99, errors = run_wrk(url, body, c, args.seconds)
+                    used = (cpu_seconds(pid) - before) if pid else 0.0
+                    per_request = used / max(1.0, rps * args.seconds)
+                    results.append(
+                        Round(protocol, name, c, rows, rps, p50, p99, errors, per_request)
+                    )
+                    print(
+                        f"  {protocol:6s} {name:11s} c={c:<3d} rows={rows:<3d} {rps:9.0f} req/s"
+                        f"  p50 {p50:7.2f} ms  p99 {p99:7.2f} ms  errors {errors}",
+                        flush=True,
+                    )
+    return results
+
+
 def summarize(results: list[Round], rss: dict[str, int]) -> list[dict[str, Any]]:
     cells: list[dict[str, Any]] = []
-    keys = sorted({(r.rows, r.connections) for r in results})
-    for rows, c in keys:
+    keys = sorted({(r.protocol, r.rows, r.connections) for r in results})
+    for protocol, rows, c in keys:
 
-        def med(target: str, attr: str, rows: int = rows, c: int = c) -> float:
+        def med(
+            target: str, attr: str, protocol: str = protocol, rows: int = rows, c: int = c
+        ) -> float:
             return statistics.median(
                 getattr(r, attr)
                 for r in results
-                if (r.target, r.rows, r.connections) == (target, rows, c)
+                if (r.protocol, r.target, r.rows, r.connections) == (protocol, target, rows, c)
             )
 
         direct, bare, side = (med(t, "rps") for t in ("direct", "bare proxy", "infersight"))
         bare_cpu = med("bare proxy", "cpu_seconds")
         side_cpu = med("infersight", "cpu_seconds")
         cells.append({
-            "rows": rows, "connections": c,
+            "protocol": protocol, "rows": rows, "connections": c,
             "direct_rps": direct, "bare_rps": bare, "infersight_rps": side,
             "ratio_vs_direct": side / direct if direct else float("nan"),
             "ratio_vs_bare": side / bare if bare else float("nan"),
@@ -281,27 +329,29 @@ def summarize(results: list[Round], rss: dict[str, int]) -> list[dict[str, Any]]
             "added_p99_ms": med("infersight", "p99_ms") - med("direct", "p99_ms"),
             # CPU per request: seconds of the process over the round / requests in the round.
             "cpu_us_per_request_over_bare": (side_cpu - bare_cpu) * 1e6,
-            "errors": sum(r.errors for r in results if (r.rows, r.connections) == (rows, c)),
+            "errors": sum(
+                r.errors for r in results if (r.protocol, r.rows, r.connections) == (protocol, rows, c)
+            ),
         })  # fmt: skip
     return cells
 
 
 def to_markdown(cells: list[dict[str, Any]], rss: dict[str, int], args: argparse.Namespace) -> str:
     lines = [
-        f"# InferSight overhead — stub V2 upstream, {args.rounds} x {args.seconds:g}s alternating rounds (medians)",
+        f"# InferSight overhead — stub upstream, {args.rounds} x {args.seconds:g}s alternating rounds (medians)",
         "",
-        "| rows | conns | direct req/s | bare proxy | InferSight | vs direct | vs bare | +p50 ms | +p99 ms | CPU µs/req over bare | errors |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| protocol | rows | conns | direct req/s | bare proxy | InferSight | vs direct | vs bare | +p50 ms | +p99 ms | CPU µs/req over bare | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for c in cells:
         lines.append(
-            f"| {c['rows']} | {c['connections']} | {c['direct_rps']:.0f} | {c['bare_rps']:.0f} | {c['infersight_rps']:.0f} | "
+            f"| {c['protocol']} | {c['rows']} | {c['connections']} | {c['direct_rps']:.0f} | {c['bare_rps']:.0f} | {c['infersight_rps']:.0f} | "
             f"{c['ratio_vs_direct']:.2f}x | {c['ratio_vs_bare']:.2f}x | {c['added_p50_ms']:.2f} | {c['added_p99_ms']:.2f} | "
             f"{c['cpu_us_per_request_over_bare']:.0f} | {c['errors']} |"
         )
     lines += [
         "",
-        f"RSS after the run: bare proxy {rss.get('bare proxy', 0) / 2**20:.0f} MiB, InferSight {rss.get('infersight', 0) / 2**20:.0f} MiB",
+        "RSS after the run: " + ", ".join(f"{k} {v / 2**20:.0f} MiB" for k, v in rss.items()),
         "",
     ]
     return "\n".join(lines)
