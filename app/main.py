@@ -44,7 +44,7 @@ from app.lifecycle.ml_test_score import (
 )
 from app.lifecycle.ml_test_score import report as ml_test_report
 from app.lifecycle.parity import ParityProber
-from app.lifecycle.shadow import NullShadow, create_shadow
+from app.lifecycle.shadow import create_shadow
 from app.lifecycle.versions import MetadataPoller, VersionTracker
 from app.monitoring.drift_scheduler import DriftScheduler, NullDriftScheduler
 from app.monitoring.drift_types import DriftConfig
@@ -340,7 +340,7 @@ def create_app(
             feedback_models=frozenset(feedback.models) if feedback else frozenset(),
             key_field=settings.feedback.key_field,
             version_header=(settings.lifecycle.version_header or "").lower() or None,
-            shadow=None if isinstance(shadow, NullShadow) else shadow,
+            shadow=shadow,
         ),
     )
 
@@ -351,7 +351,8 @@ def create_app(
             await feedback.recorder.start()
         request_log.start()
         drift.start()
-        await shadow.start()
+        if shadow is not None:
+            await shadow.start()
         tasks = [
             asyncio.create_task(_probe_loop(state)),
             asyncio.create_task(poller.run_forever()),
@@ -374,7 +375,8 @@ def create_app(
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await drift.stop()
-            await shadow.stop()
+            if shadow is not None:
+                await shadow.stop()
             if feedback is not None:
                 await feedback.recorder.stop()
             await upstream.close()

@@ -29,8 +29,6 @@ from app.errors import (
     PayloadTooLarge,
     RequestError,
     UpstreamError,
-    UpstreamTimeout,
-    UpstreamUnavailable,
     ValidationFailed,
 )
 from app.feedback.recorder import FeedbackRecorder
@@ -39,7 +37,7 @@ from app.monitoring.validator import BatchReport
 from app.protocols.codecs import Codec
 from app.telemetry.metrics import status_class
 from app.telemetry.request_log import RequestLog
-from app.upstream.client import UpstreamClient, UpstreamResponse, forwardable
+from app.upstream.client import UpstreamClient, UpstreamResponse, forwardable, outcome_of
 
 log = structlog.get_logger("infersight.proxy")
 
@@ -325,14 +323,8 @@ class Proxy:
         t0 = time.perf_counter()
         try:
             answer = await self.upstream.request("POST", path_qs, fwd, body)
-        except UpstreamTimeout:
-            model.metrics.upstream["timeout"].observe(time.perf_counter() - t0)
-            raise
-        except UpstreamUnavailable:
-            model.metrics.upstream["unavailable"].observe(time.perf_counter() - t0)
-            raise
-        except UpstreamError:
-            model.metrics.upstream["bad_response"].observe(time.perf_counter() - t0)
+        except UpstreamError as exc:
+            model.metrics.upstream[outcome_of(exc)].observe(time.perf_counter() - t0)
             raise
         waited = time.perf_counter() - t0
         ok = 200 <= answer.status < 300

@@ -26,15 +26,13 @@ from app.errors import (
     ConfigError,
     InferSightError,
     UpstreamError,
-    UpstreamTimeout,
-    UpstreamUnavailable,
 )
 from app.monitoring.batch import Predictions
 from app.monitoring.profile import Profile
 from app.monitoring.shadow_compare import ComparisonSpec, compare
 from app.protocols.codecs import Codec
 from app.telemetry.shadow_metrics import ShadowMetrics, ShadowModelMetrics
-from app.upstream.client import UpstreamClient, UpstreamResponse
+from app.upstream.client import UpstreamClient, UpstreamResponse, outcome_of
 
 log = structlog.get_logger("infersight.shadow")
 
@@ -45,27 +43,6 @@ STOP_GRACE_SECONDS = 2.0
 INLINE_BYTES = 64 * 1024
 """Larger shadow answers are decoded and compared on a thread, so the event loop (which serves
 the primary's requests) is never held for long."""
-
-
-class NullShadow:
-    """No shadow configured: the same interface as `ShadowMirror`, doing nothing."""
-
-    async def start(self) -> None:
-        """Nothing to start."""
-
-    async def stop(self) -> None:
-        """Nothing to stop."""
-
-    def offer(
-        self,
-        model: str,
-        method: str,
-        path_qs: str,
-        headers: CIMultiDict[str],
-        body: bytes,
-        primary: Predictions,
-    ) -> None:
-        """Ignore the request."""
 
 
 @dataclass(slots=True)
@@ -207,14 +184,7 @@ class ShadowMirror:
         try:
             answer = await self._client.request(job.method, job.path_qs, headers, job.body)
         except UpstreamError as exc:
-            outcome = (
-                "timeout"
-                if isinstance(exc, UpstreamTimeout)
-                else "unavailable"
-                if isinstance(exc, UpstreamUnavailable)
-                else "bad_response"
-            )
-            self._fail(job.model, m, outcome, exc.message)
+            self._fail(job.model, m, outcome_of(exc), exc.message)
             return
         m.duration.observe(time.perf_counter() - t0)
         if not 200 <= answer.status < 300:
@@ -275,12 +245,12 @@ def create_shadow(
     codec: Codec,
     profiles: Mapping[str, Profile],
     registry: CollectorRegistry,
-) -> ShadowMirror | NullShadow:
-    """A mirror of every profiled model when `settings.url` is set, else a `NullShadow`.
+) -> ShadowMirror | None:
+    """A mirror of every profiled model when `settings.url` is set, else None.
 
     The `infersight_shadow_*` metrics are registered on `registry` only when mirroring.
     """
     if settings.url is None:
-        return NullShadow()
+        return None
     specs = {name: ComparisonSpec.of(p.prediction) for name, p in profiles.items()}
     return ShadowMirror(settings, codec, specs, ShadowMetrics(registry, specs))

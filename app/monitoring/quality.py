@@ -35,22 +35,6 @@ Task = Literal["classes", "probability", "regression"]
 OTHER_CLASS = "__other__"
 EPS = 1e-15
 
-METRICS: dict[Task, tuple[str, ...]] = {
-    "classes": ("accuracy", "precision", "recall", "f1"),
-    "probability": (
-        "accuracy",
-        "precision",
-        "recall",
-        "f1",
-        "log_loss",
-        "brier",
-        "roc_auc",
-        "ece",
-    ),
-    "regression": ("mae", "rmse", "bias"),
-}
-"""The metrics exported for each task (`infersight_model_quality{metric}`)."""
-
 
 @dataclass(frozen=True, slots=True)
 class QualitySpec:
@@ -145,25 +129,24 @@ def score_pair(spec: QualitySpec, prediction: Any, label: Any) -> Scored | str:
     return Scored(predicted, actual)
 
 
-def confusion_label(spec: QualitySpec, value: str) -> str:
-    """The bounded label for a class in the confusion counters."""
-    return value if value in spec.classes else OTHER_CLASS
-
-
 @dataclass
 class QualityWindow:
-    """The last `capacity` scored pairs of one model and the metrics over them."""
+    """The last `capacity` scored pairs of one model and the metrics over them (computed once
+    per change: every scrape and the ML Test Score read them)."""
 
     spec: QualitySpec
     capacity: int = 1000
     min_rows: int = 30
     items: deque[Scored] = field(init=False)
+    _added: int = field(init=False, default=0)
+    _cached: tuple[int, dict[str, float]] = field(init=False, default=(-1, {}))
 
     def __post_init__(self) -> None:
         self.items = deque(maxlen=self.capacity)
 
     def add(self, scored: Scored) -> None:
         self.items.append(scored)
+        self._added += 1
 
     def __len__(self) -> int:
         return len(self.items)
@@ -173,7 +156,11 @@ class QualityWindow:
         is undefined, e.g. ROC AUC with one class)."""
         if len(self.items) < self.min_rows:
             return {}
-        return compute_metrics(self.spec, list(self.items))
+        added, cached = self._cached
+        if added != self._added:
+            cached = compute_metrics(self.spec, list(self.items))
+            self._cached = (self._added, cached)
+        return dict(cached)
 
 
 def compute_metrics(spec: QualitySpec, items: list[Scored]) -> dict[str, float]:
@@ -259,7 +246,6 @@ def expected_calibration_error(
 
 
 __all__ = [
-    "METRICS",
     "QualitySpec",
     "QualityWindow",
     "Scored",

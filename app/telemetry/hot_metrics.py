@@ -15,6 +15,15 @@ from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, M
 from prometheus_client.registry import Collector, CollectorRegistry
 
 
+def cumulative_buckets(bounds: Sequence[float], counts: Sequence[int]) -> list[tuple[str, int]]:
+    """Per-bucket counts (the last one past every bound) as cumulative `(le, count)` pairs."""
+    out, running = [], 0
+    for bound, c in zip([*bounds, float("inf")], counts, strict=True):
+        running += c
+        out.append(("+Inf" if bound == float("inf") else repr(float(bound)), running))
+    return out
+
+
 class HotCounter:
     """A counter child: a float that only grows."""
 
@@ -95,11 +104,6 @@ class HotHistogramFamily(_Family):
     def collect(self) -> Iterator[Metric]:
         family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
         for values, child in list(self.children.items()):
-            counts = list(child.counts)
-            cumulative, running = [], 0
-            for bound, c in zip([*self.buckets, float("inf")], counts, strict=True):
-                running += c
-                le = "+Inf" if bound == float("inf") else repr(float(bound))
-                cumulative.append((le, running))
+            cumulative = cumulative_buckets(self.buckets, list(child.counts))
             family.add_metric(list(values), cumulative, sum_value=child.sum)
         yield family

@@ -142,6 +142,8 @@ class ModelFeedbackMetrics:
         self.outcomes = {o: m.feedback.labels(model, o) for o in OUTCOMES}
         self.scored = m.scored.labels(model)
         self.confusion: dict[tuple[str, str], Counter] = {}
+        self.classes: frozenset[str | float] = frozenset()
+        """Classes with their own confusion label (others count as `__other__`)."""
         if spec is None:
             return
         if spec.task != "regression":
@@ -150,6 +152,7 @@ class ModelFeedbackMetrics:
             self.confusion = {
                 (a, p): m.confusion.labels(model, a, p) for a in classes for p in classes
             }
+            self.classes = frozenset(classes)
         if spec.task == "probability":
             self.log_loss = m.log_loss.labels(model)
             self.brier = m.brier.labels(model)
@@ -174,9 +177,10 @@ class ModelFeedbackMetrics:
             return
         if s.actual == s.predicted:
             self.correct.inc()
-        actual = s.actual if (s.actual, s.actual) in self.confusion else OTHER_CLASS
-        predicted = s.predicted if (s.predicted, s.predicted) in self.confusion else OTHER_CLASS
-        self.confusion[(str(actual), str(predicted))].inc()
+        known = self.classes
+        actual = str(s.actual) if s.actual in known else OTHER_CLASS
+        predicted = str(s.predicted) if s.predicted in known else OTHER_CLASS
+        self.confusion[(actual, predicted)].inc()
         if spec.task == "probability":
             p, y = s.score, 1.0 if s.actual == "1" else 0.0
             clipped = min(max(p, 1e-15), 1 - 1e-15)

@@ -22,7 +22,7 @@ from prometheus_client.registry import Collector
 
 from app.monitoring.profile import OTHER_BIN
 from app.monitoring.serving_stats import ModelStats
-from app.telemetry.hot_metrics import HotCounterFamily, HotHistogramFamily
+from app.telemetry.hot_metrics import HotCounterFamily, HotHistogramFamily, cumulative_buckets
 
 LATENCY_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.075, 0.1,
@@ -192,20 +192,13 @@ class ServingStatsCollector(Collector):
                 if not p.numeric:
                     classes.add_metric([model, out, label], count)
             if p.numeric:
-                cumulative, running = [], 0
-                for bound, c in zip([*p.buckets, float("inf")], p.bucket_counts, strict=True):
-                    running += c
-                    cumulative.append((_bound(bound), running))
+                cumulative = cumulative_buckets(p.buckets, p.bucket_counts)
                 hist.add_metric([model, out], cumulative, sum_value=p.sum)
                 squares.add_metric([model, out], p.squares)
                 pstat.add_metric([model, out, "mean"], p.reference_mean)
                 pstat.add_metric([model, out, "std"], p.reference_std)
                 pstat.add_metric([model, out, "n"], float(s.profile.n_rows))
         yield from (bins, ref, violations, pbins, pref, classes, hist, squares, pstat)
-
-
-def _bound(value: float) -> str:
-    return "+Inf" if value == float("inf") else repr(float(value))
 
 
 def cgroup_memory_limit(root: Path = Path("/sys/fs/cgroup")) -> int | None:

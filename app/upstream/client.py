@@ -15,7 +15,12 @@ import yarl
 from multidict import CIMultiDict
 
 from app.config import UpstreamSettings
-from app.errors import UpstreamBadResponse, UpstreamTimeout, UpstreamUnavailable
+from app.errors import (
+    UpstreamBadResponse,
+    UpstreamError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
 
 # Hop-by-hop headers (RFC 9110 §7.6.1) and those the client library sets itself.
 _SKIP_REQUEST = frozenset(
@@ -51,6 +56,15 @@ def forwardable(headers: Iterable[tuple[str, str]]) -> CIMultiDict[str]:
         if k.lower() not in _SKIP_REQUEST:
             out.add(k, v)
     return out
+
+
+def outcome_of(exc: UpstreamError) -> str:
+    """The `outcome` label of a failed upstream call: timeout, unavailable or bad_response."""
+    if isinstance(exc, UpstreamTimeout):
+        return "timeout"
+    if isinstance(exc, UpstreamUnavailable):
+        return "unavailable"
+    return "bad_response"
 
 
 class UpstreamClient:

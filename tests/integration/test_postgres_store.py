@@ -235,17 +235,7 @@ def test_replicas_creating_the_table_at_once_do_not_fail(schema_url: str) -> Non
 
 
 def test_the_store_keeps_its_data_across_reopening(schema_url: str) -> None:
-    store = PostgresStore(schema_url, 100, 3600.0)
-    store.put([pred("a", value=0.7)])
-    store.close()
-    again = PostgresStore(schema_url, 100, 3600.0)
-    try:
-        (m,) = again.match([Lookup("loan", "a")], 1001.0)
-        assert m.outcome == "matched"
-        assert m.prediction is not None
-        assert m.prediction.value == 0.7
-    finally:
-        again.close()
+    contract.assert_survives_reopening(lambda: PostgresStore(schema_url, 100, 3600.0))
 
 
 def test_a_server_restart_between_put_and_match_reconnects(

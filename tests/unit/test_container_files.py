@@ -22,6 +22,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.support.components import missing
+
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 LOKI_CONFIG = ROOT / "loki" / "loki-config.yml"
@@ -45,10 +47,8 @@ def _tool(name: str, package: str) -> str:
     found = shutil.which(name)
     if found is not None:
         return found
-    reason = f"{name} is not installed ({package})"
-    if os.environ.get("CI") == "true":
-        pytest.fail(reason)
-    pytest.skip(reason)
+    missing(f"{name} is not installed ({package})")
+    raise AssertionError("unreachable")
 
 
 def _run(cmd: list[str]) -> subprocess.CompletedProcess[str]:

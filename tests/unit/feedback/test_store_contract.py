@@ -162,12 +162,12 @@ def test_row_cap_evicts_the_oldest(make_store: StoreFactory) -> None:
     assert [m.outcome for m in got] == ["unknown", "unknown", "matched", "matched", "matched"]
 
 
-def test_file_store_survives_reopening(tmp_path: Path) -> None:
-    url = f"sqlite:{tmp_path / 'fb.db'}"
-    store = open_store(url, 100, 3600.0)
+def assert_survives_reopening(open_again: Callable[[], PredictionStore]) -> None:
+    """A prediction written, the store closed and opened again: the label still matches."""
+    store = open_again()
     store.put([pred("a", value=0.7)])
     store.close()
-    again = open_store(url, 100, 3600.0)
+    again = open_again()
     try:
         (m,) = again.match([Lookup("loan", "a")], 1001.0)
         assert m.outcome == "matched"
@@ -175,6 +175,11 @@ def test_file_store_survives_reopening(tmp_path: Path) -> None:
         assert m.prediction.value == 0.7
     finally:
         again.close()
+
+
+def test_file_store_survives_reopening(tmp_path: Path) -> None:
+    url = f"sqlite:{tmp_path / 'fb.db'}"
+    assert_survives_reopening(lambda: open_store(url, 100, 3600.0))
 
 
 def test_bad_urls_are_config_errors(tmp_path: Path) -> None:

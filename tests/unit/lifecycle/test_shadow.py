@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
 from app.config import ShadowSettings
-from app.lifecycle.shadow import FAILED, NullShadow, ShadowMirror, create_shadow
+from app.lifecycle.shadow import FAILED, ShadowMirror, create_shadow
 from app.monitoring.batch import Predictions
 from app.monitoring.profile import Profile
 from app.monitoring.shadow_compare import CompareMode, ComparisonSpec
@@ -367,14 +367,9 @@ async def test_a_worker_survives_an_unexpected_error_and_logs_one_line() -> None
     assert "codec bug" in warnings[0]["error"]
 
 
-async def test_create_shadow_is_null_without_a_url(profile: Profile) -> None:
+async def test_create_shadow_is_none_without_a_url(profile: Profile) -> None:
     registry = CollectorRegistry()
-    shadow = create_shadow(ShadowSettings(), CODECS["v2"], {"loan": profile}, registry)
-    assert isinstance(shadow, NullShadow)
-    await shadow.start()
-    offer_args = ("loan", "POST", PATH, CIMultiDict[str](), b"{}", Predictions([1], "predict"))
-    shadow.offer(*offer_args)
-    await shadow.stop()
+    assert create_shadow(ShadowSettings(), CODECS["v2"], {"loan": profile}, registry) is None
     assert registry.get_sample_value("infersight_shadow_errors_total", {"model": "loan"}) is None
 
 

@@ -146,10 +146,11 @@ def test_window_slides_and_waits_for_min_rows() -> None:
     assert window.metrics() == {}
     window.add(Scored("1", "1"))
     assert window.metrics()["accuracy"] == 1.0
+    assert window.metrics() is not window.metrics()  # a copy of the cached values
     for _ in range(50):
         window.add(Scored("0", "1"))  # the good ones slide out
     assert len(window) == 50
-    assert window.metrics()["accuracy"] == 0.0
+    assert window.metrics()["accuracy"] == 0.0  # recomputed after the change
 
 
 def test_roc_auc_is_undefined_with_one_class() -> None:
