@@ -71,6 +71,11 @@ bench-full: $(STAMP) ## make bench plus 8 connections, V1 and MLflow, and the sc
 	$(BIN)/python -m benchmarks.drift_cycle
 	$(BIN)/python -m benchmarks.scale_limits
 
+.PHONY: soak
+soak: $(STAMP) ## Ten minutes of steady load: RSS, open fds, threads and /metrics size must stay flat
+	@command -v wrk >/dev/null || ./scripts/bootstrap_system.sh wrk
+	$(BIN)/python -m benchmarks.soak $(SOAK_ARGS)
+
 COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 
 .PHONY: up

@@ -1,9 +1,11 @@
 """`make bench`: the sidecar's overhead against calling the model server directly, same run.
 
-Starts an upstream (a fast stub server without a model, answering V2, V1 and MLflow paths), a
-bare aiohttp forwarding proxy as reference, and InferSight with full monitoring (validation,
-metrics, drift windows, feedback store, request logs to a file), one sidecar per protocol. Drives wrk in alternating rounds — direct,
-bare proxy, InferSight — and reports medians.
+Two upstreams in turn: a fast stub server without a model (answering V2, V1 and MLflow paths),
+then a real model server (MLServer with a scikit-learn model when its virtualenv is built, else
+the demo's model server). In front of each: a bare aiohttp forwarding proxy as reference, and
+InferSight with full monitoring (validation, metrics, drift windows, feedback store, request
+logs to a file), one sidecar per protocol. Drives wrk in alternating rounds (direct, bare proxy,
+InferSight) and reports medians.
 
 CPU layout (fixed so runs compare): wrk on CPU 0; the upstream and the proxy under test
 share CPU 1, as a sidecar shares its pod's CPU with the model server.
@@ -144,6 +146,7 @@ def build_profile(workdir: Path) -> Path:
 
 @dataclass
 class Round:
+    upstream: str
     protocol: str
     target: str
     connections: int
@@ -210,6 +213,87 @@ def rss_bytes(pid: int) -> int:
     return 0
 
 
+def pin_group(pgid: int, cpu: int) -> None:
+    """Pin every thread of every process in a process group to one CPU (servers started by
+    the test harness run in their own group)."""
+    if not taskset(cpu):
+        return
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:
+            subprocess.run(["taskset", "-a", "-cp", str(cpu), stat.parent.name],
+                           capture_output=True, check=False)  # fmt: skip
+
+
+@contextlib.contextmanager
+def model_server(work: Path) -> Iterator[tuple[str, str]]:
+    """MLServer (scikit-learn, tuned as its docs advise for benchmarks: debug off,
+    parallel_workers 0) when its virtualenv is built (`make test` builds it), otherwise the
+    demo's own model server. Yields (label, base URL)."""
+    sys.path.insert(0, str(ROOT))
+    from tests.integration.servers.harness import server_venv_python, start_mlserver
+
+    if server_venv_python("mlserver") is not None:
+        with start_mlserver(work) as server:
+            pin_group(server.process.pid, 1)
+            yield "MLServer", server.url
+        return
+    print("  (MLServer's virtualenv is not built: using the demo model server)", flush=True)
+    port = free_port()
+    cmd = [*taskset(1), sys.executable, "-m", "app.demo.model_server", "--port", str(port)]
+    with process(cmd, work / "demo-model.log"):
+        wait_http(f"http://127.0.0.1:{port}/v2/health/ready", timeout=120)
+        yield "demo model", f"http://127.0.0.1:{port}"
+
+
+def bench_upstream(
+    upstream: str,
+    up_url: str,
+    protocols: list[str],
+    row_sizes: list[int],
+    conns: list[int],
+    profile: Path,
+    work: Path,
+    args: argparse.Namespace,
+    rss: dict[str, int],
+) -> list[Round]:
+    """A bare proxy and one sidecar per protocol in front of `up_url`; alternating rounds."""
+    py = sys.executable
+    env = {**os.environ, "INFERSIGHT_LOGGING__SINK": str(work / f"requests-{upstream}.log")}
+    env["INFERSIGHT_FEEDBACK__STORE"] = f"sqlite:{work / f'feedback-{upstream}.db'}"
+    results: list[Round] = []
+    bare_port = free_port()
+    tag = upstream.replace(" ", "-").lower()
+    with process(
+        [*taskset(1), py, "-m", "benchmarks.bare_proxy", "--port", str(bare_port),
+         "--upstream", up_url], work / f"bare-{tag}.log",
+    ) as bare:  # fmt: skip
+        for protocol in protocols:
+            side_port = free_port()
+            with process(
+                [*taskset(1), py, "-m", "app.cli", "serve", "--upstream", up_url,
+                 "--protocol", protocol, "--profile", str(profile), "--port", str(side_port)],
+                work / f"sidecar-{tag}-{protocol}.log", env,
+            ) as side:  # fmt: skip
+                ready = READY_PATHS[protocol]
+                wait_http(f"{up_url}{ready}")
+                wait_http(f"http://127.0.0.1:{bare_port}{ready}")
+                wait_http(f"http://127.0.0.1:{side_port}/readyz")
+                path = INFER_PATHS[protocol]
+                targets = {
+                    "direct": (f"{up_url}{path}", None),
+                    "bare proxy": (f"http://127.0.0.1:{bare_port}{path}", bare.pid),
+                    "infersight": (f"http://127.0.0.1:{side_port}{path}", side.pid),
+                }
+                results += run_cells(upstream, protocol, targets, work, row_sizes, conns, args)
+                rss[f"InferSight ({upstream}, {protocol})"] = rss_bytes(side.pid)
+        rss[f"bare proxy ({upstream})"] = rss_bytes(bare.pid)
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -219,6 +303,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", default="1,64")
     parser.add_argument("--rows", default="1,32")
     parser.add_argument("--protocols", default="v2", help="v2,v1,mlflow (one sidecar each)")
+    parser.add_argument(
+        "--model-rows",
+        default="1",
+        help="request sizes in front of the model server (V2); empty to skip the model server",
+    )
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         print("wrk is not installed: apt-get install wrk (Debian)", file=sys.stderr)
@@ -226,39 +315,25 @@ def main(argv: list[str] | None = None) -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     conns = [int(c) for c in args.connections.split(",")]
     row_sizes = [int(r) for r in args.rows.split(",")]
+    model_rows = [int(r) for r in args.model_rows.split(",") if r]
     work = Path(tempfile.mkdtemp(prefix="infersight-bench-"))
     profile = build_profile(work)
-    up_port, bare_port = free_port(), free_port()
-    py = sys.executable
-    env = {**os.environ, "INFERSIGHT_LOGGING__SINK": str(work / "requests.log")}
+    up_port = free_port()
     results: list[Round] = []
     rss: dict[str, int] = {}
     protocols = [p for p in args.protocols.split(",") if p]
-    with (
-        process([*taskset(1), py, "-m", "benchmarks.stub_server", "--port", str(up_port)], work / "stub.log"),
-        process([*taskset(1), py, "-m", "benchmarks.bare_proxy", "--port", str(bare_port),
-                 "--upstream", f"http://127.0.0.1:{up_port}"], work / "bare.log") as bare,
-    ):  # fmt: skip
-        for protocol in protocols:
-            side_port = free_port()
-            with process(
-                [*taskset(1), py, "-m", "app.cli", "serve", "--upstream", f"http://127.0.0.1:{up_port}",
-                 "--protocol", protocol, "--profile", str(profile), "--port", str(side_port)],
-                work / f"sidecar-{protocol}.log", env,
-            ) as side:  # fmt: skip
-                ready = READY_PATHS[protocol]
-                for port, path in ((up_port, ready), (bare_port, ready), (side_port, "/readyz")):
-                    wait_http(f"http://127.0.0.1:{port}{path}")
-                path = INFER_PATHS[protocol]
-                targets = {
-                    "direct": (f"http://127.0.0.1:{up_port}{path}", None),
-                    "bare proxy": (f"http://127.0.0.1:{bare_port}{path}", bare.pid),
-                    "infersight": (f"http://127.0.0.1:{side_port}{path}", side.pid),
-                }
-                results += run_cells(protocol, targets, work, row_sizes, conns, args)
-                rss[f"infersight {protocol}"] = rss_bytes(side.pid)
-        rss["bare proxy"] = rss_bytes(bare.pid)
-    report = summarize(results, rss)
+    stub_cmd = [*taskset(1), sys.executable, "-m", "benchmarks.stub_server", "--port", str(up_port)]
+    with process(stub_cmd, work / "stub.log"):
+        stub_url = f"http://127.0.0.1:{up_port}"
+        results += bench_upstream(
+            "stub", stub_url, protocols, row_sizes, conns, profile, work, args, rss
+        )
+    if model_rows:
+        with model_server(work) as (label, url):
+            results += bench_upstream(
+                label, url, ["v2"], model_rows, conns, profile, work, args, rss
+            )
+    report = summarize(results)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     (RESULTS / f"bench-{stamp}.json").write_text(
         json.dumps(
@@ -272,6 +347,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_cells(
+    upstream: str,
     protocol: str,
     targets: dict[str, tuple[str, int | None]],
     work: Path,
@@ -292,64 +368,68 @@ def run_cells(
                     used = (cpu_seconds(pid) - before) if pid else 0.0
                     per_request = used / max(1.0, rps * args.seconds)
                     results.append(
-                        Round(protocol, name, c, rows, rps, p50, p99, errors, per_request)
+                        Round(upstream, protocol, name, c, rows, rps, p50, p99, errors, per_request)
                     )
                     print(
-                        f"  {protocol:6s} {name:11s} c={c:<3d} rows={rows:<3d} {rps:9.0f} req/s"
+                        f"  {upstream:10s} {protocol:6s} {name:11s} c={c:<3d} rows={rows:<3d} {rps:9.0f} req/s"
                         f"  p50 {p50:7.2f} ms  p99 {p99:7.2f} ms  errors {errors}",
                         flush=True,
                     )
     return results
 
 
-def summarize(results: list[Round], rss: dict[str, int]) -> list[dict[str, Any]]:
+def summarize(results: list[Round]) -> list[dict[str, Any]]:
+    """One cell per upstream x protocol x rows x connections: medians over the rounds."""
     cells: list[dict[str, Any]] = []
-    keys = sorted({(r.protocol, r.rows, r.connections) for r in results})
-    for protocol, rows, c in keys:
+    keys = list(dict.fromkeys((r.upstream, r.protocol, r.rows, r.connections) for r in results))
+    for key in keys:
+        same = [r for r in results if (r.upstream, r.protocol, r.rows, r.connections) == key]
 
-        def med(
-            target: str, attr: str, protocol: str = protocol, rows: int = rows, c: int = c
-        ) -> float:
-            return statistics.median(
-                getattr(r, attr)
-                for r in results
-                if (r.protocol, r.target, r.rows, r.connections) == (protocol, target, rows, c)
-            )
+        def med(target: str, attr: str, same: list[Round] = same) -> float:
+            return statistics.median(getattr(r, attr) for r in same if r.target == target)
 
         direct, bare, side = (med(t, "rps") for t in ("direct", "bare proxy", "infersight"))
-        bare_cpu = med("bare proxy", "cpu_seconds")
-        side_cpu = med("infersight", "cpu_seconds")
+        upstream, protocol, rows, c = key
         cells.append({
-            "protocol": protocol, "rows": rows, "connections": c,
+            "upstream": upstream, "protocol": protocol, "rows": rows, "connections": c,
             "direct_rps": direct, "bare_rps": bare, "infersight_rps": side,
             "ratio_vs_direct": side / direct if direct else float("nan"),
             "ratio_vs_bare": side / bare if bare else float("nan"),
             "bare_ratio_vs_direct": bare / direct if direct else float("nan"),
             "added_p50_ms": med("infersight", "p50_ms") - med("direct", "p50_ms"),
             "added_p99_ms": med("infersight", "p99_ms") - med("direct", "p99_ms"),
+            "bare_added_p50_ms": med("bare proxy", "p50_ms") - med("direct", "p50_ms"),
             # CPU per request: seconds of the process over the round / requests in the round.
-            "cpu_us_per_request_over_bare": (side_cpu - bare_cpu) * 1e6,
-            "errors": sum(
-                r.errors for r in results if (r.protocol, r.rows, r.connections) == (protocol, rows, c)
-            ),
+            "infersight_cpu_us_per_request": med("infersight", "cpu_seconds") * 1e6,
+            "bare_cpu_us_per_request": med("bare proxy", "cpu_seconds") * 1e6,
+            "cpu_us_per_request_over_bare": (
+                med("infersight", "cpu_seconds") - med("bare proxy", "cpu_seconds")
+            ) * 1e6,
+            "errors": sum(r.errors for r in same),
         })  # fmt: skip
     return cells
 
 
 def to_markdown(cells: list[dict[str, Any]], rss: dict[str, int], args: argparse.Namespace) -> str:
     lines = [
-        f"# InferSight overhead — stub upstream, {args.rounds} x {args.seconds:g}s alternating rounds (medians)",
+        f"# InferSight overhead — {args.rounds} x {args.seconds:g} s alternating rounds (medians)",
         "",
-        "| protocol | rows | conns | direct req/s | bare proxy | InferSight | vs direct | vs bare | +p50 ms | +p99 ms | CPU µs/req over bare | errors |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
+        "| upstream | protocol | rows | conns | direct req/s | bare proxy | InferSight | vs direct | vs bare | bare vs direct | +p50 ms | +p99 ms | CPU µs/req | over bare | errors |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]  # fmt: skip
     for c in cells:
         lines.append(
-            f"| {c['protocol']} | {c['rows']} | {c['connections']} | {c['direct_rps']:.0f} | {c['bare_rps']:.0f} | {c['infersight_rps']:.0f} | "
-            f"{c['ratio_vs_direct']:.2f}x | {c['ratio_vs_bare']:.2f}x | {c['added_p50_ms']:.2f} | {c['added_p99_ms']:.2f} | "
-            f"{c['cpu_us_per_request_over_bare']:.0f} | {c['errors']} |"
+            f"| {c['upstream']} | {c['protocol']} | {c['rows']} | {c['connections']} | "
+            f"{c['direct_rps']:.0f} | {c['bare_rps']:.0f} | {c['infersight_rps']:.0f} | "
+            f"{c['ratio_vs_direct']:.2f}x | {c['ratio_vs_bare']:.2f}x | "
+            f"{c['bare_ratio_vs_direct']:.2f}x | {c['added_p50_ms']:.2f} | "
+            f"{c['added_p99_ms']:.2f} | {c['infersight_cpu_us_per_request']:.0f} | "
+            f"{c['cpu_us_per_request_over_bare']:+.0f} | {c['errors']} |"
         )
     lines += [
+        "",
+        "Added latency is InferSight's minus direct. CPU µs/req is the InferSight process's CPU "
+        "time per request (all threads); over bare is the same minus the bare proxy's.",
         "",
         "RSS after the run: " + ", ".join(f"{k} {v / 2**20:.0f} MiB" for k, v in rss.items()),
         "",

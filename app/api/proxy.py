@@ -408,11 +408,7 @@ _REQUEST_ID_RAW = REQUEST_ID.encode()
 def relay(answer: UpstreamResponse, request_id: str) -> RawResponse:
     """The upstream's answer as the client's response: status, headers and body unchanged."""
     raw = [(b"content-length", str(len(answer.body)).encode())]
-    raw.extend(
-        (k.lower().encode("latin-1"), v.encode("latin-1"))
-        for k, v in answer.headers
-        if k.lower() != REQUEST_ID
-    )
+    raw.extend(h for h in answer.raw_headers if h[0] != _REQUEST_ID_RAW)
     raw.append((_REQUEST_ID_RAW, request_id.encode("latin-1", "replace")))
     return RawResponse(answer.status, raw, answer.body)
 
