@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from app.monitoring.batch import Batch
+from app.monitoring import feature_checks
 from app.monitoring.feature_checks import compile_feature
 from app.monitoring.profile import (
     MISSING_BIN,
@@ -495,6 +496,14 @@ VALUES = st.one_of(
     st.lists(SCALARS, max_size=3),
     st.dictionaries(st.text(max_size=2), SCALARS, max_size=1),
 )
+# Columns of one type: these take the C-level tally paths from TALLY_MIN_ROWS rows.
+UNIFORM = [
+    st.sampled_from(["paris", "lyon", "nice", "zz", "", "one two", "3"]),
+    st.text(max_size=5),
+    st.booleans(),
+    st.integers(min_value=-1, max_value=3),
+    st.floats(min_value=-4, max_value=14),
+]
 PROPERTY_PROFILE = profile([AGE, INCOME, CITY, TAG, FLAG, NOTE])
 PROPERTY_VALIDATOR = Validator(PROPERTY_PROFILE, unknown_features="enforce")
 
@@ -507,7 +516,9 @@ def batches(draw: st.DrawFn) -> Batch:
         if draw(st.integers(0, 9)) == 0:
             continue  # absent column
         element = draw(
-            st.sampled_from([FINITE_ISH, BOUNDARIES, NUMBERS, SCALARS, VALUES, st.none() | NUMBERS])
+            st.sampled_from(
+                [FINITE_ISH, BOUNDARIES, NUMBERS, SCALARS, VALUES, st.none() | NUMBERS, *UNIFORM]
+            )
         )
         columns[name] = draw(st.lists(element, min_size=n, max_size=n))
     if draw(st.booleans()):
@@ -545,3 +556,17 @@ def test_python_and_vectorized_paths_agree(batch: Batch) -> None:
         return sorted((d.row or -1, d.feature, d.kind, d.policy) for d in r.details)
 
     assert key(slow) == key(fast)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(batches())
+def test_tally_paths_agree_with_the_row_loop(batch: Batch) -> None:
+    tallied = PROPERTY_VALIDATOR.validate(batch, vectorize=False)
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(feature_checks, "TALLY_MIN_ROWS", 10**9)
+        looped = PROPERTY_VALIDATOR.validate(batch, vectorize=False)
+    for name in PROPERTY_PROFILE.feature_names:
+        a, b = looped.columns[name], tallied.columns[name]
+        assert a.bin_counts == b.bin_counts, name
+        assert a.violations == b.violations, name
+        assert _same_floats(a.clean, b.clean), name
