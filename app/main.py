@@ -242,6 +242,7 @@ def create_app(
     profiles: dict[str, Profile] | None = None,
     request_stream: TextIO | None = None,
     configure_logs: bool = True,
+    on_started: Callable[[], None] | None = None,
 ) -> InferSightApp:
     """Build the sidecar.
 
@@ -251,6 +252,7 @@ def create_app(
         profiles: already-loaded profiles by model name (default: load `settings.profiles`).
         request_stream: write request lines here instead of the configured sink (tests).
         configure_logs: configure structlog/stdlib logging (off when the caller already has).
+        on_started: called once the sidecar has started (`infersight serve` tunes the GC).
     """
     settings = settings or Settings()
     registry = registry or CollectorRegistry(auto_describe=True)
@@ -366,6 +368,8 @@ def create_app(
             upstream=settings.upstream.url,
             models=list(profiles),
         )
+        if on_started is not None:
+            on_started()
         try:
             yield
         finally:

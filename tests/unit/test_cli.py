@@ -181,3 +181,19 @@ def test_check_exits_1_on_drift_and_writes_json(
     loan = next(f for f in doc["drift"]["features"] if f["feature"] == "loan_amount")
     assert loan["drift"] is True
     assert any(t["decides"] and t["drift"] for t in loan["tests"])
+
+
+def test_serve_tunes_the_gc_once_started() -> None:
+    import gc
+
+    from app.cli import GC_GEN0_THRESHOLD, tune_gc
+
+    before = gc.get_threshold()
+    try:
+        tune_gc()
+        assert gc.get_freeze_count() > 1000  # imports and app objects left the collector's scans
+        assert gc.get_threshold()[0] == GC_GEN0_THRESHOLD
+        assert gc.get_threshold()[1:] == before[1:]
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)

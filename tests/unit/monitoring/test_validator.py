@@ -10,8 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app.monitoring.batch import Batch
 from app.monitoring import feature_checks
+from app.monitoring.batch import Batch
 from app.monitoring.feature_checks import compile_feature
 from app.monitoring.profile import (
     MISSING_BIN,
