@@ -9,7 +9,7 @@ After each segment it samples the sidecar's RSS, open file descriptors, threads 
 
 Verdict, after the warm-up (the first fifth of the run, at least one minute when the run is
 long enough): RSS within `--rss-tolerance` (default 5 %) of its value at the end of the warm-up,
-and no growth in file descriptors, threads or `/metrics` size (the most seen in the last
+and no growth in file descriptors, threads or `/metrics` series (the most seen in the last
 quarter of the run against the most seen in the first quarter after the warm-up). Exit status 1 otherwise.
 Writes markdown and JSON into benchmarks/results/.
 
@@ -54,6 +54,8 @@ class Sample:
     fds: int
     threads: int
     metrics_bytes: int
+    series: int
+    """Samples in `/metrics` (its byte size also moves with the digits of growing counters)."""
 
 
 def request_bodies(n: int, seed: int = 7) -> list[bytes]:
@@ -95,7 +97,9 @@ def wrk_script(bodies_file: Path, script: Path) -> None:
 
 def snapshot(pid: int, metrics_url: str, elapsed: float, requests: int) -> Sample:
     with urllib.request.urlopen(metrics_url, timeout=10) as r:
-        size = len(r.read())
+        text = r.read()
+    size = len(text)
+    series = sum(1 for line in text.splitlines() if line and not line.startswith(b"#"))
     task = Path(f"/proc/{pid}")
     return Sample(
         elapsed_s=round(elapsed, 1),
@@ -104,6 +108,7 @@ def snapshot(pid: int, metrics_url: str, elapsed: float, requests: int) -> Sampl
         fds=len(list((task / "fd").iterdir())),
         threads=len(list((task / "task").iterdir())),
         metrics_bytes=size,
+        series=series,
     )
 
 
@@ -129,7 +134,7 @@ def verdict(samples: list[Sample], tolerance: float) -> tuple[bool, list[str]]:
     findings.append(line)
     quarter = max(1, len(after) // 4)
     early, late = after[:quarter], after[-quarter:]
-    for attr, label in (("fds", "open fds"), ("threads", "threads"), ("metrics_bytes", "/metrics")):
+    for attr, label in (("fds", "open fds"), ("threads", "threads"), ("series", "/metrics series")):
         first = max(getattr(s, attr) for s in early)
         last = max(getattr(s, attr) for s in late)
         grew = last > first
@@ -191,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
             samples.append(s)
             print(
                 f"  {s.elapsed_s:6.0f} s  {s.requests:9d} requests  RSS {s.rss_bytes / 2**20:6.1f} "
-                f"MiB  fds {s.fds:3d}  threads {s.threads:3d}  /metrics {s.metrics_bytes} B",
+                f"MiB  fds {s.fds:3d}  threads {s.threads:3d}  /metrics {s.series} series "
+                f"{s.metrics_bytes} B",
                 flush=True,
             )
     ok, findings = verdict(samples, args.rss_tolerance)

@@ -8,6 +8,9 @@ formats values.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
+from prometheus_client.metrics_core import Metric
 from prometheus_client.openmetrics import exposition as openmetrics
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
@@ -16,6 +19,29 @@ from prometheus_client.utils import floatToGoString
 _ESCAPING = openmetrics.UNDERSCORES
 _OM_SUFFIXES = ("_created", "_gsum", "_gcount")
 MAX_CACHED_PREFIXES = 200_000
+
+
+class FixedLabels(dict[str, str]):
+    """The labels of a series that lives as long as the process (its label values come from the
+    profile). A collector keeps one per series and reuses it every scrape; the exposition then
+    renders its `name{labels}` prefix once and keeps it on the object."""
+
+    __slots__ = ("prefixes",)
+
+    def __init__(self, pairs: Iterable[tuple[str, str]]) -> None:
+        super().__init__(pairs)
+        self.prefixes: dict[str, str] = {}
+
+
+def fixed_sample(
+    family: Metric, suffix: str, cache: dict[tuple[str, ...], FixedLabels], key: tuple[str, ...],
+    value: float,
+) -> None:  # fmt: skip
+    """Append a sample to `family` (as its `add_metric` would) with cached `FixedLabels`."""
+    labels = cache.get(key)
+    if labels is None:
+        labels = cache[key] = FixedLabels(zip(family._labelnames, key[1:], strict=True))  # type: ignore[attr-defined]
+    family.samples.append(Sample(family.name + suffix, labels, value))
 
 
 class Exposition:
@@ -36,10 +62,17 @@ class Exposition:
         return prefix
 
     def _line(self, sample: Sample) -> str:
-        timestamp = ""
+        labels = sample.labels
+        if type(labels) is FixedLabels:
+            prefix = labels.prefixes.get(sample.name)
+            if prefix is None:
+                prefix = labels.prefixes[sample.name] = _render_prefix(sample)
+        else:
+            prefix = self._prefix(sample)
         if sample.timestamp is not None:
             timestamp = f" {int(float(sample.timestamp) * 1000):d}"
-        return f"{self._prefix(sample)} {_go_float(sample.value)}{timestamp}\n"
+            return f"{prefix} {_go_float(sample.value)}{timestamp}\n"
+        return f"{prefix} {_go_float(sample.value)}\n"
 
     def render(self) -> bytes:
         """The exposition text of every collector (as `generate_latest(registry)`)."""
@@ -92,5 +125,12 @@ def _escape_value(value: str) -> str:
 
 
 def _go_float(value: float) -> str:
+    if type(value) is int and -_EXACT_INT < value < _GO_EXPONENT:
+        return f"{value}.0"  # what floatToGoString writes for these, without the float round trip
     text: str = floatToGoString(value)  # type: ignore[no-untyped-call]
     return text
+
+
+_EXACT_INT = 10**15
+_GO_EXPONENT = 10**6
+"""floatToGoString writes positive numbers from a million on with an exponent."""

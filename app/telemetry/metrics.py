@@ -22,6 +22,7 @@ from prometheus_client.registry import Collector
 
 from app.monitoring.profile import OTHER_BIN
 from app.monitoring.serving_stats import ModelStats
+from app.telemetry.exposition import FixedLabels, fixed_sample
 from app.telemetry.hot_metrics import HotCounterFamily, HotHistogramFamily, cumulative_buckets
 
 LATENCY_BUCKETS = (
@@ -128,6 +129,7 @@ class ServingStatsCollector(Collector):
 
     def __init__(self, stats: Mapping[str, ModelStats]) -> None:
         self.stats = stats
+        self._labels: dict[tuple[str, ...], FixedLabels] = {}
 
     def describe(self) -> Iterable[Metric]:
         return []
@@ -170,16 +172,20 @@ class ServingStatsCollector(Collector):
             "infersight_reference_prediction_stat", "Reference prediction mean, std and n.",
             labels=["model", "output", "stat"],
         )  # fmt: skip
+        # Every label value here comes from the profile: the series live as long as the
+        # process, so each keeps its labels object (and, with it, its rendered prefix).
+        cache = self._labels
         for model, s in self.stats.items():
             for check in s.checks:
                 counts = s.bin_counts[check.name]
+                name = check.name
                 for label, count, ratio in zip(
                     check.bin_labels, counts, check.reference_ratios, strict=True
                 ):
-                    bins.add_metric([model, check.name, label], count)
-                    ref.add_metric([model, check.name, label], ratio)
+                    fixed_sample(bins, "_total", cache, ("b", model, name, label), count)
+                    fixed_sample(ref, "", cache, ("r", model, name, label), ratio)
             for (feature, kind), n in s.violations.items():
-                violations.add_metric([model, feature, kind], n)
+                fixed_sample(violations, "_total", cache, ("v", model, feature, kind), n)
             p = s.prediction
             if p is None:
                 continue
@@ -187,10 +193,10 @@ class ServingStatsCollector(Collector):
             for label, count, ratio in zip(
                 p.check.bin_labels, p.bin_counts, p.check.reference_ratios, strict=True
             ):
-                pbins.add_metric([model, out, label], count)
-                pref.add_metric([model, out, label], ratio)
+                fixed_sample(pbins, "_total", cache, ("pb", model, out, label), count)
+                fixed_sample(pref, "", cache, ("pr", model, out, label), ratio)
                 if not p.numeric:
-                    classes.add_metric([model, out, label], count)
+                    fixed_sample(classes, "_total", cache, ("pc", model, out, label), count)
             if p.numeric:
                 cumulative = cumulative_buckets(p.buckets, p.bucket_counts)
                 hist.add_metric([model, out], cumulative, sum_value=p.sum)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import aiohttp
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from app.config import Settings, UpstreamSettings
 from app.monitoring.profile import Profile
-from app.telemetry.exposition import Exposition
+from app.telemetry.exposition import Exposition, FixedLabels, fixed_sample
 from tests.support.sidecar import run_sidecar
 from tests.support.stub_upstream import StubUpstream
 from tests.unit.api.test_proxy import good_row, v2_request
@@ -28,6 +32,38 @@ def test_every_metric_type_and_awkward_label_values_render_identically() -> None
     assert exposition.render() == generate_latest(registry)
     c.labels('qu"ote', "back\\slash").inc()  # values change, cached prefixes stay right
     assert exposition.render() == generate_latest(registry)
+
+
+class _Fixed(Collector):
+    """A collector that reuses its label objects, as the serving-stats collector does."""
+
+    def __init__(self) -> None:
+        self.cache: dict[tuple[str, ...], FixedLabels] = {}
+        self.values: list[float] = [0, 5, 999_999, 10**6, 12_345_678, -3, -(10**15) + 1, 2**70,
+                                    0.1, -0.0, float("inf"), float("nan")]  # fmt: skip
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        labels = ["model", "feature", "bin"]
+        counts = CounterMetricFamily("fixed_count", "counts", labels=labels)
+        ratios = GaugeMetricFamily("fixed_ratio", "ratios", labels=labels)
+        for i, v in enumerate(self.values):
+            key = ("m", 'qu"o\\te\n', f"b{i}")
+            fixed_sample(counts, "_total", self.cache, ("c", *key), abs(v))
+            fixed_sample(ratios, "", self.cache, ("r", *key), v)
+        yield from (counts, ratios)
+
+
+def test_fixed_labels_render_identically_scrape_after_scrape() -> None:
+    registry = CollectorRegistry()
+    fixed = _Fixed()
+    registry.register(fixed)
+    exposition = Exposition(registry)
+    assert exposition.render() == generate_latest(registry)
+    labels = next(iter(fixed.cache.values()))
+    assert labels.prefixes  # the prefix is kept on the labels object
+    fixed.values = [v + 1 for v in fixed.values]
+    assert exposition.render() == generate_latest(registry)
+    assert len(fixed.cache) == 2 * len(fixed.values)  # no new label objects for the same series
 
 
 async def test_the_sidecars_metrics_render_identically(profile: Profile) -> None:
