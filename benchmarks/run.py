@@ -240,7 +240,9 @@ def model_server(work: Path) -> Iterator[tuple[str, str]]:
     from tests.integration.servers.harness import server_venv_python, start_mlserver
 
     if server_venv_python("mlserver") is not None:
-        with start_mlserver(work) as server:
+        # The trained model is kept between runs (.cache/ is ignored by git): training it takes
+        # longer than a round.
+        with start_mlserver(ROOT / ".cache" / "bench") as server:
             pin_group(server.process.pid, 1)
             yield "MLServer", server.url
         return
