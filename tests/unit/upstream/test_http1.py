@@ -56,14 +56,33 @@ class Script:
 
     async def read_request(self, reader: asyncio.StreamReader) -> bytes:
         """Read one request; returns its head (the body is stored in `bodies`)."""
-        head = await reader.readuntil(b"\r\n\r\n")
-        length = 0
-        for line in head.split(b"\r\n"):
-            if line.lower().startswith(b"content-length:"):
-                length = int(line.split(b":", 1)[1])
+        head, body = await read_request(reader)
         self.heads.append(head)
-        self.bodies.append(await reader.readexactly(length))
+        self.bodies.append(body)
         return head
+
+
+async def read_request(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    """One request's head and body (sized by Content-Length)."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":", 1)[1])
+    return head, await reader.readexactly(length)
+
+
+def answering_after(delay: float) -> Handler:
+    """A keep-alive server that answers every request after `delay` seconds."""
+
+    async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter, n: int) -> None:
+        while True:
+            await read_request(r)
+            await asyncio.sleep(delay)
+            w.write(ok())
+            await w.drain()
+
+    return handler
 
 
 @asynccontextmanager
@@ -302,14 +321,7 @@ async def test_closed_mid_answer_is_not_retried() -> None:
 
 
 async def test_pool_limit_queues_callers_and_answers_them_all() -> None:
-    async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter, n: int) -> None:
-        while True:
-            await script.read_request(r)
-            await asyncio.sleep(0.05)
-            w.write(ok())
-            await w.drain()
-
-    async with serve(handler) as (script, url):
+    async with serve(answering_after(0.05)) as (script, url):
         c = client(url, pool_size=2)
         await c.start()
         answers = await asyncio.gather(*(c.request("GET", "/", [], None) for _ in range(12)))
@@ -327,14 +339,7 @@ async def test_pool_limit_queues_callers_and_answers_them_all() -> None:
 
 
 async def test_cancelled_request_gives_its_slot_back() -> None:
-    async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter, n: int) -> None:
-        while True:
-            await script.read_request(r)
-            await asyncio.sleep(0.3)
-            w.write(ok())
-            await w.drain()
-
-    async with serve(handler) as (script, url):
+    async with serve(answering_after(0.3)) as (_script, url):
         c = client(url, pool_size=1)
         await c.start()
         first = asyncio.create_task(c.request("GET", "/", [], None))
