@@ -523,7 +523,7 @@ def create_app(
         """Prometheus exposition."""
         if not _authorized(request, settings.auth.metrics_token):
             return error_response(AuthError("a valid bearer token is required for /metrics"))
-        return Response(exposition.render(), media_type=CONTENT_TYPE_LATEST)
+        return Response(await exposition.render_off_loop(), media_type=CONTENT_TYPE_LATEST)
 
     app.inference = InferenceRoutes(settings.protocol, proxy)
 

@@ -3,8 +3,9 @@
 Builds a profile of 100 features (50 numeric with decile bins, 50 categorical with 10 values),
 creates the real app on a fresh registry, serves 5,000 rows per feature through the monitoring
 core (validation, bins, windows, drift metrics), then times the sidecar's `/metrics` rendering
-against prometheus_client's `generate_latest` (median of 30 each) and reports the exposition
-size, the series count and the memory the windows hold per feature.
+against prometheus_client's `generate_latest` (median of 30 each), the longest event-loop stall
+during a scrape rendered on the loop and off it, and reports the exposition size, the series
+count and the memory the windows hold per feature.
 
     python -m benchmarks.scale_limits [--features 100] [--rows 5000]
 """
@@ -17,6 +18,7 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Awaitable, Callable
 
 import numpy as np
 from prometheus_client import CollectorRegistry, generate_latest
@@ -93,12 +95,47 @@ async def main(argv: list[str] | None = None) -> int:
             f"{label}: median {statistics.median(times) * 1000:.1f} ms, "
             f"max {max(times) * 1000:.1f} ms; {len(text) / 1024:.0f} KiB, {series} series"
         )
+    for label, scrape in (
+        ("on the loop", _sync(exposition.render)),
+        ("off the loop", exposition.render_off_loop),
+    ):
+        gaps = [await longest_loop_gap(scrape) for _ in range(10)]
+        print(f"longest event-loop stall during a scrape, {label}: "
+              f"{statistics.median(gaps) * 1000:.1f} ms (median of 10)")  # fmt: skip
     print(
         f"windows: {window_bytes / 2**20:.1f} MiB ({window_bytes / args.features / 1024:.0f} KiB "
         f"per feature at {args.rows} rows); RSS grew {(rss_after - rss_before) / 2**20:.1f} MiB "
         "while filling them"
     )
     return 0
+
+
+def _sync(render: Callable[[], bytes]) -> Callable[[], Awaitable[bytes]]:
+    async def scrape() -> bytes:
+        return render()
+
+    return scrape
+
+
+async def longest_loop_gap(scrape: Callable[[], Awaitable[bytes]]) -> float:
+    """The longest time the event loop could not run anything else while `scrape` ran."""
+    gaps: list[float] = []
+    done = False
+
+    async def ticker() -> None:
+        last = time.perf_counter()
+        while not done:
+            await asyncio.sleep(0)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+
+    task = asyncio.create_task(ticker())
+    await asyncio.sleep(0)
+    await scrape()
+    done = True
+    await task
+    return max(gaps)
 
 
 def _rss() -> int:

@@ -8,6 +8,7 @@ formats values.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 
 from prometheus_client.metrics_core import Metric
@@ -73,6 +74,19 @@ class Exposition:
             timestamp = f" {int(float(sample.timestamp) * 1000):d}"
             return f"{prefix} {_go_float(sample.value)}{timestamp}\n"
         return f"{prefix} {_go_float(sample.value)}\n"
+
+    async def render_off_loop(self) -> bytes:
+        """`render()` on a worker thread, so a scrape holds the event loop for at most a GIL
+        switch interval (5 ms) at a time instead of its whole render time.
+
+        Collectors read state that the loop updates. Values read mid-update are fine (a scrape
+        is a point in time); should a collector's dict change size under it, the render is done
+        again on the loop, where nothing else runs.
+        """
+        try:
+            return await asyncio.to_thread(self.render)
+        except RuntimeError:  # "dictionary changed size during iteration"
+            return self.render()
 
     def render(self) -> bytes:
         """The exposition text of every collector (as `generate_latest(registry)`)."""

@@ -88,3 +88,24 @@ async def test_the_sidecars_metrics_render_identically(profile: Profile) -> None
 
     assert len(stable(first)) > 100
     assert stable(first) == stable(second) == stable(reference) == stable(served)
+
+
+class _ResizedOffLoop(Collector):
+    """Raises what iterating a dict the loop just grew raises, unless on the main thread."""
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            raise RuntimeError("dictionary changed size during iteration")
+        yield GaugeMetricFamily("resized", "resized", value=1.0)
+
+
+async def test_render_off_loop_matches_and_falls_back_to_the_loop() -> None:
+    registry = CollectorRegistry()
+    registry.register(_Fixed())
+    exposition = Exposition(registry)
+    assert await exposition.render_off_loop() == generate_latest(registry)
+    registry.register(_ResizedOffLoop())
+    assert await exposition.render_off_loop() == generate_latest(registry)
+    assert b"resized 1.0" in await exposition.render_off_loop()
