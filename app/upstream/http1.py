@@ -200,8 +200,9 @@ class _Connection(asyncio.Protocol):
             self._timer = None
 
     def close(self) -> None:
-        """Close the socket (idempotent)."""
+        """Close the socket (idempotent); a request still waiting on it gets no answer."""
         self.closed = True
+        self._finish()  # drop the timer of a request that was cancelled mid-flight
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
 
@@ -388,6 +389,8 @@ class ConnectionPool:
 
     def _wake_one(self) -> None:
         """A slot is free: let the first waiter open a connection in it."""
+        if self._closed:
+            return
         while self._waiters and self._open < self.limit:
             fut = self._waiters.popleft()
             if not fut.done():
