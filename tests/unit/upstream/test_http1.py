@@ -459,3 +459,19 @@ def test_arbitrary_bytes_never_escape_as_anything_but_the_client_errors(junk: by
     finally:
         loop.close()
     assert exc is None or isinstance(exc, (BadAnswer, Disconnected, AnswerTimeout, ConnectFailed))
+
+
+def test_closing_a_connection_disarms_its_request_timer() -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        conn = _Connection(loop)
+        conn.connection_made(_Transport())
+        fut = conn.send(b"GET / HTTP/1.1\r\n\r\n", None, loop.time() + 30, head_only=False)
+        timer = conn._timer
+        assert timer is not None
+        fut.cancel()  # the caller went away (client disconnected)
+        conn.close()
+        assert conn._timer is None
+        assert timer.cancelled()
+    finally:
+        loop.close()
