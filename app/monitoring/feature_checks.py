@@ -224,7 +224,11 @@ class DistinctValueCheck(FeatureCheck):
     def classify(self, value: Any) -> tuple[int, ViolationKind | None]:
         """(bin index, violation kind or None) of one value."""
 
-    def _memoised(self, value: Any, t: type) -> tuple[int, ViolationKind | None]:
+    def _classified(self, value: Any, t: type) -> tuple[int, ViolationKind | None]:
+        """`classify(value)`, memoised for strings, bools and ints: the profile bounds the
+        classes, MAX_MEMO the keys. True == 1, so non-strings are keyed with their type."""
+        if t not in _MEMO_TYPES:
+            return self.classify(value)
         key = value if t is str else (t, value)
         hit = self._memo.get(key)
         if hit is None:
@@ -237,63 +241,40 @@ class DistinctValueCheck(FeatureCheck):
         if len(values) >= TALLY_MIN_ROWS:
             types = set(map(type, values))
             if len(types) == 1 and (t := types.pop()) in _MEMO_TYPES:
-                return self._check_tally(values, t)
+                return self._tally(values, t)
         counts = [0] * len(self.bin_labels)
         result = ColumnResult(counts)
-        classify = self.classify
-        memo = self._memo
+        classified = self._classified
         for row, v in enumerate(values):
-            t = type(v)
-            # Memoised: the profile bounds the classes, MAX_MEMO the keys. True == 1, so
-            # non-strings are keyed with their type.
-            if t is str or t is bool or t is int:
-                key = v if t is str else (t, v)
-                hit = memo.get(key)
-                if hit is None:
-                    hit = classify(v)
-                    if len(memo) < MAX_MEMO:
-                        memo[key] = hit
-            else:
-                hit = classify(v)
-            counts[hit[0]] += 1
-            if hit[1] is not None:
-                result.add(hit[1], row)
-        return result
-
-    def _check_tally(self, values: list[Any], t: type) -> ColumnResult:
-        """One hashable type: count distinct values in C, classify each once."""
-        counts = [0] * len(self.bin_labels)
-        result = ColumnResult(counts)
-        bad: dict[Any, ViolationKind] = {}
-        for v, n in Counter(values).items():
-            b, kind = self._memoised(v, t)
-            counts[b] += n
+            b, kind = classified(v, type(v))
+            counts[b] += 1
             if kind is not None:
-                bad[v] = kind
-        for row, v in enumerate(values) if bad else ():
-            found = bad.get(v)
-            if found is not None:
-                result.add(found, row)
+                result.add(kind, row)
         return result
 
     def check_vectorized(self, values: list[Any]) -> ColumnResult:
-        # (type, value) pairs keep True, 1 and 1.0 apart; rows are looked up only for the
-        # (rare) distinct values that are violations.
+        # (type, value) pairs keep True, 1 and 1.0 apart.
         pairs = list(zip(map(type, values), values, strict=True))
         try:
-            tally = Counter(pairs)
+            return self._tally(pairs, None)
         except TypeError:  # unhashable values (lists, dicts): the row-by-row path names them
             return self.check_python(values)
+
+    def _tally(self, keys: list[Any], one_type: type | None) -> ColumnResult:
+        """Count distinct keys in C and classify each once; rows are looked up only for the
+        (rare) distinct keys that are violations. Keys are the values themselves (all of
+        `one_type`) or, with `one_type` None, (type, value) pairs."""
         counts = [0] * len(self.bin_labels)
         result = ColumnResult(counts)
-        bad: dict[tuple[type, Any], ViolationKind] = {}
-        for pair, n in tally.items():
-            b, kind = self.classify(pair[1])
+        bad: dict[Any, ViolationKind] = {}
+        for key, n in Counter(keys).items():
+            t, value = (one_type, key) if one_type is not None else key
+            b, kind = self._classified(value, t)
             counts[b] += n
             if kind is not None:
-                bad[pair] = kind
-        for row, pair in enumerate(pairs) if bad else ():
-            found = bad.get(pair)
+                bad[key] = kind
+        for row, key in enumerate(keys) if bad else ():
+            found = bad.get(key)
             if found is not None:
                 result.add(found, row)
         return result

@@ -148,13 +148,14 @@ class UpstreamClient:
             UpstreamBadResponse: the answer was not valid HTTP.
         """
         items = headers.items() if isinstance(headers, CIMultiDict) else headers
+        allowed = timeout_seconds or self.settings.timeout_seconds
         try:
             answer = await self.pool.request(
                 method,
                 path_qs,
                 items,
                 body,
-                timeout_seconds or self.settings.timeout_seconds,
+                allowed,
                 retry_before_answer=self.settings.retry_on_disconnect,
                 on_retry=self._retried,
             )
@@ -168,10 +169,7 @@ class UpstreamClient:
                 f"the model server at {self.base_url} is unreachable: {exc}"
             ) from None
         except AnswerTimeout:
-            raise UpstreamTimeout(
-                f"the model server did not answer within "
-                f"{timeout_seconds or self.settings.timeout_seconds:g} s"
-            ) from None
+            raise UpstreamTimeout(f"the model server did not answer within {allowed:g} s") from None
         except BadAnswer as exc:
             raise UpstreamBadResponse(
                 f"the model server's answer is not valid HTTP: {exc}"
