@@ -46,6 +46,19 @@ class UpstreamSettings(_Section):
     retry_on_disconnect: bool = True
     """Send a request once more when its connection breaks before any answer (typically a
     kept-alive connection the model server had closed). Assumes inference is idempotent."""
+    connect_retries: int = Field(default=0, ge=0, le=10)
+    """Times a request is sent again when no connection could be opened (refused or timed
+    out). The model server never saw it, so this is safe for any request. The waits start at
+    `retry_backoff_seconds` and double, all within the request's `timeout_seconds`."""
+    retry_backoff_seconds: float = Field(default=0.05, gt=0)
+    """First wait before a connect retry."""
+    breaker_failures: int = Field(default=0, ge=0)
+    """Transport failures in a row (cannot connect, connection broken, timeout, not HTTP)
+    that open the circuit breaker; while it is open, inference requests fail fast with 502
+    instead of waiting. 0: no breaker."""
+    breaker_open_seconds: float = Field(default=5.0, gt=0)
+    """How long the breaker stays open before one trial request goes through (a readiness
+    probe that succeeds closes it at once)."""
     ready_path: str | None = None
     """Readiness path to probe (default by protocol: `/v2/health/ready`, `/v1/models/<m>`,
     `/ping`)."""

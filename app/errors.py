@@ -13,6 +13,7 @@ InferSightError
 └── UpstreamError               the model server is at fault
     ├── UpstreamUnavailable     cannot connect, or the connection broke
     ├── UpstreamTimeout         no answer within the configured timeout
+    │   └── CircuitOpen         failing fast: the circuit breaker is open
     └── UpstreamBadResponse     answered something that is not HTTP we can relay
 ```
 
@@ -110,6 +111,13 @@ class UpstreamTimeout(UpstreamError):
 
 
 class UpstreamBadResponse(UpstreamError):
+class CircuitOpen(UpstreamUnavailable):
+    """The circuit breaker is open: the model server failed repeatedly, so the request fails
+    fast without being sent."""
+
+    type_name = "upstream_circuit_open"
+
+
     """The model server's answer was not a relayable HTTP response."""
 
     type_name = "upstream_bad_response"

@@ -65,6 +65,7 @@ from app.telemetry.logging import configure_logging, open_request_sink
 from app.telemetry.metrics import Metrics, ServingStatsCollector, cgroup_memory_limit
 from app.telemetry.parity_metrics import ParityMetrics
 from app.telemetry.request_log import RequestLog
+from app.upstream.breaker import BreakerState, CircuitBreaker
 from app.upstream.client import UpstreamClient
 
 log = structlog.get_logger("infersight")
@@ -235,6 +236,18 @@ def _feedback(
     return FeedbackService(fb, recorder, models, ModelFeedbackMetrics(lifecycle, OTHER_BIN, None))
 
 
+def _breaker(settings: Settings, metrics: Metrics) -> CircuitBreaker | None:
+    s = settings.upstream
+    if not s.breaker_failures:
+        return None
+
+    def changed(state: BreakerState) -> None:
+        metrics.upstream_circuit_open.set(0 if state is BreakerState.CLOSED else 1)
+        log.warning("upstream.circuit", state=state.value, upstream=s.url)
+
+    return CircuitBreaker(s.breaker_failures, s.breaker_open_seconds, on_change=changed)
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -289,9 +302,10 @@ def create_app(
     feedback = _feedback(settings, profiles, lifecycle)
     if feedback is not None:
         registry.register(QualityCollector(feedback.windows))
+    breaker = _breaker(settings, metrics)
     poller = MetadataPoller(
         settings.protocol,
-        upstream := UpstreamClient(settings.upstream, metrics.upstream_retries.inc),
+        upstream := UpstreamClient(settings.upstream, metrics.upstream_retries.inc, breaker),
         router.versions(),
         lifecycle,
         settings.lifecycle.metadata_interval_seconds,
@@ -456,6 +470,7 @@ def create_app(
         body = {
             "status": "ready" if ok else "not_ready",
             "upstream": "up" if ok else "down",
+            "circuit": breaker.state.value if breaker is not None else None,
             "models": list(profiles),
         }
         return JSONResponse(body, status_code=200 if ok else 503)

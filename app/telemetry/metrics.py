@@ -31,7 +31,9 @@ LATENCY_BUCKETS = (
 )  # fmt: skip
 STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx")
 REJECT_REASONS = ("decode", "enforce", "too_large")
-UPSTREAM_OUTCOMES = ("ok", "error_status", "unavailable", "timeout", "bad_response")
+UPSTREAM_OUTCOMES = (
+    "ok", "error_status", "unavailable", "timeout", "bad_response", "circuit_open",
+)  # fmt: skip
 
 
 def status_class(status: int) -> str:
@@ -73,7 +75,13 @@ class Metrics:
         )  # fmt: skip
         self.upstream_retries = Counter(
             "infersight_upstream_retries",
-            "Requests sent again because the connection broke before any answer.", registry=r,
+            "Requests sent again: the connection broke before any answer, or none could be opened.",
+            registry=r,
+        )  # fmt: skip
+        self.upstream_circuit_open = Gauge(
+            "infersight_upstream_circuit_open",
+            "1 while the circuit breaker fails requests fast (open or half-open), else 0.",
+            registry=r,
         )  # fmt: skip
         self.upstream_up = Gauge(
             "infersight_upstream_up", "1 when the model server answered its readiness probe.",

@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from app.telemetry.metrics import LATENCY_BUCKETS, UPSTREAM_OUTCOMES
 
-SHADOW_OUTCOMES = UPSTREAM_OUTCOMES
+SHADOW_OUTCOMES = tuple(o for o in UPSTREAM_OUTCOMES if o != "circuit_open")
 """ok (2xx), error_status (any other status), unavailable, timeout, bad_response (not HTTP, or
 a body the codec cannot decode)."""
 COMPARISON_RESULTS = ("agree", "disagree")

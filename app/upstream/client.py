@@ -7,6 +7,7 @@ one parses answers with httptools and keeps one timer per request.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -14,11 +15,13 @@ from multidict import CIMultiDict
 
 from app.config import UpstreamSettings
 from app.errors import (
+    CircuitOpen,
     UpstreamBadResponse,
     UpstreamError,
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from app.upstream.breaker import CircuitBreaker
 from app.upstream.http1 import (
     AnswerTimeout,
     BadAnswer,
@@ -84,7 +87,10 @@ def forwardable(headers: Iterable[tuple[str, str]]) -> CIMultiDict[str]:
 
 
 def outcome_of(exc: UpstreamError) -> str:
-    """The `outcome` label of a failed upstream call: timeout, unavailable or bad_response."""
+    """The `outcome` label of a failed upstream call: timeout, unavailable, circuit_open or
+    bad_response."""
+    if isinstance(exc, CircuitOpen):
+        return "circuit_open"
     if isinstance(exc, UpstreamTimeout):
         return "timeout"
     if isinstance(exc, UpstreamUnavailable):
@@ -93,16 +99,23 @@ def outcome_of(exc: UpstreamError) -> str:
 
 
 class UpstreamClient:
-    """Forwards requests to the model server and maps transport failures to InferSight errors."""
+    """Forwards requests to the model server and maps transport failures to InferSight errors.
+
+    With a `breaker`, requests fail fast (`CircuitOpen`) while the model server is down.
+    """
 
     def __init__(
-        self, settings: UpstreamSettings, on_retry: Callable[[], None] = lambda: None
+        self,
+        settings: UpstreamSettings,
+        on_retry: Callable[[], None] = lambda: None,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
         self.settings = settings
         self.on_retry = on_retry
+        self.breaker = breaker
         self.base_url = settings.url
         self.retries = 0
-        """Requests sent again after the connection broke before any answer."""
+        """Requests sent again (broken before any answer, or no connection opened)."""
         self._pool: ConnectionPool | None = None
 
     async def start(self) -> None:
@@ -137,53 +150,107 @@ class UpstreamClient:
         headers: CIMultiDict[str] | Iterable[tuple[str, str]],
         body: bytes | None,
         timeout_seconds: float | None = None,
+        *,
+        guarded: bool = True,
     ) -> UpstreamResponse:
         """Send one request and read the whole answer. The path and query are forwarded byte
         for byte. A kept-alive connection that the model server closed breaks before any
         answer: with `retry_on_disconnect` the request is sent once more on a new connection.
+        With `connect_retries`, a request that found no connection is tried again. `guarded`
+        requests go through the circuit breaker (the readiness probe does not).
 
         Raises:
+            CircuitOpen: the breaker is open; nothing was sent.
             UpstreamUnavailable: connection refused, reset or closed mid-answer.
             UpstreamTimeout: no complete answer within the timeout.
             UpstreamBadResponse: the answer was not valid HTTP.
         """
-        items = headers.items() if isinstance(headers, CIMultiDict) else headers
-        allowed = timeout_seconds or self.settings.timeout_seconds
-        try:
-            answer = await self.pool.request(
-                method,
-                path_qs,
-                items,
-                body,
-                allowed,
-                retry_before_answer=self.settings.retry_on_disconnect,
-                on_retry=self._retried,
+        breaker = self.breaker if guarded else None
+        retries = self.settings.connect_retries
+        if breaker is None:
+            return await self._send(method, path_qs, headers, body, timeout_seconds, retries)
+        if not breaker.allow():
+            wait = breaker.retry_after()
+            raise CircuitOpen(
+                f"the model server at {self.base_url} failed {breaker.threshold} times in a "
+                f"row: failing fast; next trial in {wait:.1f} s",
+                [{"circuit": "open", "retry_after_seconds": round(wait, 3)}],
             )
-        except ConnectFailed as exc:
-            if exc.timed_out:
-                raise UpstreamUnavailable(
-                    f"could not connect to the model server at {self.base_url} within "
-                    f"{self.settings.connect_timeout_seconds:g} s"
+        try:
+            answer = await self._send(method, path_qs, headers, body, timeout_seconds, retries)
+        except UpstreamError:
+            breaker.failed()
+            raise
+        except BaseException:
+            breaker.abandoned()
+            raise
+        breaker.succeeded()
+        return answer
+
+    async def _send(
+        self,
+        method: str,
+        path_qs: str,
+        headers: CIMultiDict[str] | Iterable[tuple[str, str]],
+        body: bytes | None,
+        timeout_seconds: float | None,
+        connect_retries: int,
+    ) -> UpstreamResponse:
+        items = headers.items() if isinstance(headers, CIMultiDict) else list(headers)
+        allowed = timeout_seconds or self.settings.timeout_seconds
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + allowed
+        attempt = 0
+        while True:
+            try:
+                answer = await self.pool.request(
+                    method,
+                    path_qs,
+                    items,
+                    body,
+                    deadline - loop.time(),
+                    retry_before_answer=self.settings.retry_on_disconnect,
+                    on_retry=self._retried,
+                )
+                break
+            except ConnectFailed as exc:
+                wait = self.settings.retry_backoff_seconds * 2**attempt
+                if attempt < connect_retries and loop.time() + wait < deadline:
+                    attempt += 1
+                    self._retried()
+                    await asyncio.sleep(wait)
+                    continue
+                raise self._unavailable(exc) from None
+            except AnswerTimeout:
+                raise UpstreamTimeout(
+                    f"the model server did not answer within {allowed:g} s"
                 ) from None
-            raise UpstreamUnavailable(
-                f"the model server at {self.base_url} is unreachable: {exc}"
-            ) from None
-        except AnswerTimeout:
-            raise UpstreamTimeout(f"the model server did not answer within {allowed:g} s") from None
-        except BadAnswer as exc:
-            raise UpstreamBadResponse(
-                f"the model server's answer is not valid HTTP: {exc}"
-            ) from None
-        except Disconnected as exc:
-            raise UpstreamUnavailable(
-                f"the model server at {self.base_url} is unreachable: {exc}"
-            ) from None
+            except BadAnswer as exc:
+                raise UpstreamBadResponse(
+                    f"the model server's answer is not valid HTTP: {exc}"
+                ) from None
+            except Disconnected as exc:
+                raise UpstreamUnavailable(
+                    f"the model server at {self.base_url} is unreachable: {exc}"
+                ) from None
         return _answer(answer.status, answer.headers, answer.body)
 
+    def _unavailable(self, exc: ConnectFailed) -> UpstreamUnavailable:
+        if exc.timed_out:
+            return UpstreamUnavailable(
+                f"could not connect to the model server at {self.base_url} within "
+                f"{self.settings.connect_timeout_seconds:g} s"
+            )
+        return UpstreamUnavailable(f"the model server at {self.base_url} is unreachable: {exc}")
+
     async def probe(self, path: str, timeout_seconds: float = 2.0) -> bool:
-        """GET a readiness path; True on any 2xx answer."""
+        """GET a readiness path; True on any 2xx answer. Not retried and not subject to the
+        breaker (it reports the state now); a successful probe closes the breaker."""
         try:
-            resp = await self.request("GET", path, (), None, timeout_seconds)
+            resp = await self._send("GET", path, (), None, timeout_seconds, 0)
         except (UpstreamUnavailable, UpstreamTimeout, UpstreamBadResponse):
             return False
-        return 200 <= resp.status < 300
+        ok = 200 <= resp.status < 300
+        if ok and self.breaker is not None:
+            self.breaker.succeeded()
+        return ok

@@ -514,10 +514,12 @@ def start_mlserver(
     model_version: str = "v1",
     timeout: float = 120,
     variant: str = "default",
+    port: int | None = None,
 ) -> RunningServer:
     """MLServer 1.7.1 + mlserver-sklearn (V2 REST on ``url``, V2 gRPC on ``grpc_address``).
 
-    ``variant="swapped"`` serves a different model under the same name (see train.py).
+    ``variant="swapped"`` serves a different model under the same name (see train.py);
+    ``port`` fixes the REST port (a restart on the address the previous process had).
     """
     python = ensure_server_venv("mlserver")
     root = Path(workdir).resolve() / "mlserver"
@@ -526,6 +528,8 @@ def start_mlserver(
 
     def launch() -> RunningServer:
         http_port, grpc_port, metrics_port = _free_ports(3)
+        if port is not None:
+            http_port = port
         settings = {
             "debug": False,
             "parallel_workers": 0,
