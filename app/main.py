@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, TextIO
@@ -13,12 +12,13 @@ import psutil
 import structlog
 from fastapi import FastAPI, Request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
-from pydantic import SecretStr
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
 from app import __version__
+from app.api.admin import admin_router
+from app.api.auth import authorized
 from app.api.errors import error_body, error_response
 from app.api.models import ModelRouter
 from app.api.proxy import (
@@ -116,16 +116,6 @@ class AppState:
     lifecycle: LifecycleMetrics
     feedback: FeedbackService | None = None
     upstream_ready: bool = False
-
-
-def _authorized(request: Request, token: SecretStr | None) -> bool:
-    if token is None:
-        return True
-    header = request.headers.get("authorization", "")
-    scheme, _, value = header.partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(
-        value.encode(), token.get_secret_value().encode()
-    )
 
 
 async def _probe_loop(state: AppState) -> None:
@@ -524,7 +514,7 @@ def create_app(
         """Ground truth for earlier predictions: `{"feedback": [{"request_id", "row", "label"}]}`
         (or `key` instead of request_id/row). Answers the count of each outcome (matched,
         unknown, duplicate, expired, invalid) and a detail line for every label not matched."""
-        if not _authorized(request, settings.auth.feedback_token):
+        if not authorized(request, settings.auth.feedback_token):
             return error_response(AuthError("a valid bearer token is required for /feedback"))
         if feedback is None:
             raise NotEnabled(
@@ -536,10 +526,18 @@ def create_app(
     @app.get("/metrics", tags=["monitoring"], response_model=None)
     async def metrics_route(request: Request) -> Response:
         """Prometheus exposition."""
-        if not _authorized(request, settings.auth.metrics_token):
+        if not authorized(request, settings.auth.metrics_token):
             return error_response(AuthError("a valid bearer token is required for /metrics"))
         return Response(await exposition.render_off_loop(), media_type=CONTENT_TYPE_LATEST)
 
+    app.include_router(
+        admin_router(
+            settings,
+            drift.run_cycle,
+            lambda: {"cycles": drift.cycles, "errors": drift.errors},
+            breaker,
+        )
+    )
     app.inference = InferenceRoutes(settings.protocol, proxy)
 
     async def forward_other(request: Request) -> Response | RawResponse:
