@@ -53,6 +53,10 @@ lint: $(STAMP) ## ruff lint and format check
 typecheck: $(STAMP) ## mypy --strict on app/
 	$(BIN)/mypy app
 
+.PHONY: audit
+audit: $(STAMP) ## Audit the installed dependencies for known vulnerabilities (needs pypi.org's or OSV's vulnerability API)
+	$(BIN)/pip-audit --strict --skip-editable --progress-spinner off $(AUDIT_ARGS)
+
 .PHONY: fmt
 fmt: $(STAMP) ## Format and autofix
 	$(BIN)/ruff format app tests benchmarks

@@ -84,6 +84,10 @@ class ValidationSettings(_Section):
     """Requests with a larger body are answered 413 and not forwarded."""
     max_rows: int = Field(default=100_000, ge=1)
     """Requests with more rows are answered 413 and not forwarded."""
+    body_timeout_seconds: float = Field(default=30.0, gt=0)
+    """Time allowed to receive a request's whole body once its headers arrived; past it the
+    client gets 408 and nothing is forwarded (a stalled or trickling client cannot hold a
+    connection forever)."""
 
 
 class LoggingSettings(_Section):

@@ -7,13 +7,15 @@ InferSightError
 ├── RequestError                the client's request is at fault (never forwarded)
 │   ├── DecodeError             the body cannot be decoded for the protocol
 │   ├── PayloadTooLarge         body or row count over the configured limit
+│   ├── UnsupportedMediaType    a Content-Type or Content-Encoding the protocol does not accept
+│   ├── RequestTimeout          the body did not arrive in time
 │   └── ValidationFailed        an `enforce` violation in at least one row
 ├── AuthError                   missing or wrong bearer token
 ├── NotEnabled                  a route whose feature is not configured
 └── UpstreamError               the model server is at fault
     ├── UpstreamUnavailable     cannot connect, or the connection broke
-    ├── UpstreamTimeout         no answer within the configured timeout
     │   └── CircuitOpen         failing fast: the circuit breaker is open
+    ├── UpstreamTimeout         no answer within the configured timeout
     └── UpstreamBadResponse     answered something that is not HTTP we can relay
 ```
 
@@ -74,6 +76,18 @@ class PayloadTooLarge(RequestError):
     type_name = "payload_too_large"
 
 
+class UnsupportedMediaType(RequestError):
+    """The body is declared as a media type (or content coding) the protocol does not accept."""
+
+    type_name = "unsupported_media_type"
+
+
+class RequestTimeout(RequestError):
+    """The request's body did not arrive within the configured time."""
+
+    type_name = "request_timeout"
+
+
 class ValidationFailed(RequestError):
     """At least one row has a violation whose policy is `enforce`."""
 
@@ -104,13 +118,6 @@ class UpstreamUnavailable(UpstreamError):
     type_name = "upstream_unavailable"
 
 
-class UpstreamTimeout(UpstreamError):
-    """The model server did not answer within the configured timeout."""
-
-    type_name = "upstream_timeout"
-
-
-class UpstreamBadResponse(UpstreamError):
 class CircuitOpen(UpstreamUnavailable):
     """The circuit breaker is open: the model server failed repeatedly, so the request fails
     fast without being sent."""
@@ -118,6 +125,13 @@ class CircuitOpen(UpstreamUnavailable):
     type_name = "upstream_circuit_open"
 
 
+class UpstreamTimeout(UpstreamError):
+    """The model server did not answer within the configured timeout."""
+
+    type_name = "upstream_timeout"
+
+
+class UpstreamBadResponse(UpstreamError):
     """The model server's answer was not a relayable HTTP response."""
 
     type_name = "upstream_bad_response"

@@ -31,6 +31,7 @@ from app.api.proxy import (
     passthrough,
     request_id_of,
 )
+from app.api.slow_bodies import SlowBodies
 from app.config import Settings
 from app.errors import AuthError, ConfigError, InferSightError, NotEnabled
 from app.feedback.recorder import FeedbackRecorder
@@ -340,7 +341,11 @@ def create_app(
         router,
         upstream,
         request_log,
-        ProxyLimits(settings.validation.max_body_bytes, settings.validation.max_rows),
+        ProxyLimits(
+            settings.validation.max_body_bytes,
+            settings.validation.max_rows,
+            slow_bodies := SlowBodies(settings.validation.body_timeout_seconds),
+        ),
         Observers(
             recorder=feedback.recorder if feedback else None,
             feedback_models=frozenset(feedback.models) if feedback else frozenset(),
@@ -356,6 +361,7 @@ def create_app(
         if feedback is not None:
             await feedback.recorder.start()
         request_log.start()
+        slow_bodies.start()
         drift.start()
         if shadow is not None:
             await shadow.start()
@@ -383,6 +389,7 @@ def create_app(
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await drift.stop()
+            await slow_bodies.stop()
             if shadow is not None:
                 await shadow.stop()
             if feedback is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import orjson
@@ -13,7 +14,9 @@ from app.errors import (
     InferSightError,
     NotEnabled,
     PayloadTooLarge,
+    RequestTimeout,
     RequestError,
+    UnsupportedMediaType,
     UpstreamBadResponse,
     UpstreamTimeout,
     UpstreamUnavailable,
@@ -23,6 +26,8 @@ from app.errors import (
 _STATUS: list[tuple[type[InferSightError], int]] = [
     (DecodeError, 400),
     (PayloadTooLarge, 413),
+    (UnsupportedMediaType, 415),
+    (RequestTimeout, 408),
     (ValidationFailed, 422),
     (RequestError, 400),
     (AuthError, 401),
@@ -42,11 +47,21 @@ def status_for(exc: InferSightError) -> int:
 
 
 def error_body(error_type: str, message: str, details: list[dict[str, Any]] | None = None) -> bytes:
-    """`{"error": {"type", "message", "details"}}` as JSON bytes."""
-    return orjson.dumps(
-        {"error": {"type": error_type, "message": message, "details": details or []}},
-        default=repr,
-    )
+    """`{"error": {"type", "message", "details"}}` as JSON bytes.
+
+    Text that orjson refuses (a lone surrogate, say) is escaped by the standard library instead;
+    details that neither can encode are dropped rather than failing the response.
+    """
+    doc = {"error": {"type": error_type, "message": message, "details": details or []}}
+    try:
+        return orjson.dumps(doc, default=repr)
+    except orjson.JSONEncodeError:
+        pass
+    try:
+        return json.dumps(doc, default=repr, ensure_ascii=True, allow_nan=False).encode()
+    except (ValueError, RecursionError):  # keep the type and message, drop the details
+        text = message.encode("utf-8", "replace").decode("utf-8")
+        return orjson.dumps({"error": {"type": error_type, "message": text, "details": []}})
 
 
 def error_response(exc: InferSightError, headers: dict[str, str] | None = None) -> Response:

@@ -23,18 +23,21 @@ from starlette.types import Receive, Scope, Send
 
 from app.api.errors import error_body, error_response
 from app.api.models import ModelRouter, MonitoredModel
+from app.api.slow_bodies import SlowBodies
 from app.errors import (
     DecodeError,
     InferSightError,
     PayloadTooLarge,
     RequestError,
+    RequestTimeout,
+    UnsupportedMediaType,
     UpstreamError,
     ValidationFailed,
 )
 from app.feedback.recorder import FeedbackRecorder
 from app.monitoring.batch import Batch, Predictions
-from app.monitoring.validator import BatchReport
-from app.protocols.codecs import Codec
+from app.monitoring.validator import BatchReport, Violation
+from app.protocols.codecs import Codec, media_type
 from app.telemetry.metrics import status_class
 from app.telemetry.request_log import RequestLog
 from app.upstream.client import UpstreamClient, UpstreamResponse, forwardable, outcome_of
@@ -42,12 +45,16 @@ from app.upstream.client import UpstreamClient, UpstreamResponse, forwardable, o
 log = structlog.get_logger("infersight.proxy")
 
 REQUEST_ID = "x-request-id"
+CLIENT_CLOSED_REQUEST = 499
+"""The status logged for a request whose client left mid-body (nginx's convention)."""
 
 
 @dataclass(slots=True)
 class ProxyLimits:
     max_body_bytes: int
     max_rows: int
+    slow_bodies: SlowBodies | None = None
+    """The deadline for receiving a body (none: wait as long as the client takes)."""
 
 
 class Mirror(Protocol):
@@ -109,12 +116,18 @@ def trace_id(traceparent: str | None) -> str | None:
     return None
 
 
+_CODINGS = ("gzip", "deflate", "x-gzip")
+
+
 def _inflate(body: bytes, encoding: str, limit: int) -> bytes:
-    wbits = 16 + zlib.MAX_WBITS if encoding == "gzip" else zlib.MAX_WBITS
+    """A gzip or deflate body, inflated up to `limit` bytes (a larger one is refused)."""
+    wbits = zlib.MAX_WBITS if encoding == "deflate" else 16 + zlib.MAX_WBITS
     d = zlib.decompressobj(wbits)
     out = d.decompress(body, limit + 1)
     if len(out) > limit:
         raise PayloadTooLarge(f"decompressed body is larger than {limit} bytes")
+    if not d.eof:
+        raise DecodeError(f"{encoding} body is truncated (its compressed stream does not end)")
     return out
 
 
@@ -138,10 +151,18 @@ class Proxy:
         self.observers = observers or Observers()
 
     async def _read_body(self, receive: Receive, declared: str | None) -> bytes:
-        """The whole body from the ASGI channel, refused past the size limit."""
+        """The whole body from the ASGI channel, refused past the size limit and (with
+        `slow_bodies`) past the time limit."""
         limit = self.limits.max_body_bytes
         if declared is not None and declared.isdigit() and int(declared) > limit:
             raise PayloadTooLarge(f"body of {declared} bytes is over the {limit}-byte limit")
+        slow = self.limits.slow_bodies
+        if slow is not None:
+            return await slow.read(lambda: self._receive_all(receive, limit))
+        return await self._receive_all(receive, limit)
+
+    @staticmethod
+    async def _receive_all(receive: Receive, limit: int) -> bytes:
         message = await receive()
         if message["type"] == "http.request" and not message.get("more_body", False):
             body: bytes = message.get("body", b"")  # the usual case: one message
@@ -194,11 +215,12 @@ class Proxy:
         try:
             body = await self._read_body(request.receive, headers.get("content-length"))
             if model.validator is not None:
-                batch, report = self._check(model, body, headers)
+                try:
+                    batch, report = self._check(model, body, headers)
+                except RecursionError:  # a value nested as deeply as the JSON parser allows
+                    raise DecodeError("body is nested too deeply to check") from None
                 if report.rejected:
-                    raise ValidationFailed(
-                        _summary(report), [v.as_detail() for v in report.details]
-                    )
+                    raise ValidationFailed(_summary(report), _details(report))
             fwd = forwardable(raw_headers)
             if REQUEST_ID not in fwd:
                 fwd[REQUEST_ID] = request_id
@@ -206,6 +228,9 @@ class Proxy:
             response, upstream_ms, answer = await self._forward(
                 model, path_qs, fwd, body, request_id
             )
+        except RequestTimeout as exc:  # a stalled client, not a rejected body
+            error_type = exc.type_name
+            response = error_response(exc, {REQUEST_ID: request_id, "connection": "close"})
         except RequestError as exc:
             reason = (
                 "enforce"
@@ -222,57 +247,102 @@ class Proxy:
         except UpstreamError as exc:
             error_type = exc.type_name
             response = error_response(exc, {REQUEST_ID: request_id})
+        except ClientDisconnect:  # gone before the whole body arrived: nobody reads an answer
+            error_type = "client_disconnected"
+            response = Response(
+                error_body(error_type, "the client closed the connection mid-body"),
+                status_code=CLIENT_CLOSED_REQUEST,
+                media_type="application/json",
+                headers={REQUEST_ID: request_id},
+            )
         elapsed = time.perf_counter() - start
         status = response.status_code
         model.metrics.requests[status_class(status)].inc()
         model.metrics.duration.observe(elapsed)
-        if respond is not None:
-            await respond(response)
-        if answer is not None and 200 <= answer.status < 300:  # rows the model answered
-            if model.windows is not None and report is not None and batch is not None:
-                model.windows.observe_inputs(report.columns, batch.columns)
-            if model.stats is not None:
-                predictions = self._observe(model, answer)
-            if predictions is not None:
-                self._after(model, request_id, batch, predictions, path_qs, fwd, body)
-        log_payload = self.request_log.enabled and self.request_log.wants_payload()
-        self.request_log.submit(
-            {
-                "time": time.time(),
-                "request_id": request_id,
-                "trace_id": trace_id(headers.get("traceparent")),
-                "model": model.name,
-                "model_version": (predictions.model_version if predictions else None)
-                or version
-                or (model.versions.current if model.versions else None),
-                "protocol": self.codec.name,
-                "status": status,
-                "n_rows": batch.n_rows if batch is not None else None,
-                "latency_ms": round(elapsed * 1000, 3),
-                "upstream_ms": upstream_ms,
-                "violations": report.counts_by_kind() if report and report.n_violations else {},
-                "rejected": reason,
-                "error": error_type,
-                "prediction_values": predictions.values if predictions else None,
-                "payload": log_payload,
-                "batch": batch if log_payload else None,
-            }
-        )
+        try:
+            if respond is not None:
+                await respond(response)
+            if answer is not None and 200 <= answer.status < 300:  # rows the model answered
+                try:
+                    predictions = self._observe_answer(
+                        model, request_id, batch, report, answer, path_qs, fwd, body
+                    )
+                except Exception as exc:  # a monitoring bug must not cost the log line
+                    log.exception("request.observe_failed", model=model.name, error=repr(exc))
+        finally:  # the log line is written even if sending the answer failed or was cancelled
+            log_payload = self.request_log.enabled and self.request_log.wants_payload()
+            self.request_log.submit(
+                {
+                    "time": time.time(),
+                    "request_id": request_id,
+                    "trace_id": trace_id(headers.get("traceparent")),
+                    "model": model.name,
+                    "model_version": (predictions.model_version if predictions else None)
+                    or version
+                    or (model.versions.current if model.versions else None),
+                    "protocol": self.codec.name,
+                    "status": status,
+                    "n_rows": batch.n_rows if batch is not None else None,
+                    "latency_ms": round(elapsed * 1000, 3),
+                    "upstream_ms": upstream_ms,
+                    "violations": report.counts_by_kind() if report and report.n_violations else {},
+                    "rejected": reason,
+                    "error": error_type,
+                    "prediction_values": predictions.values if predictions else None,
+                    "payload": log_payload,
+                    "batch": batch if log_payload else None,
+                }
+            )
         return response
+
+    def _observe_answer(
+        self,
+        model: MonitoredModel,
+        request_id: str,
+        batch: Batch | None,
+        report: BatchReport | None,
+        answer: UpstreamResponse,
+        path_qs: str,
+        fwd: CIMultiDict[str],
+        body: bytes,
+    ) -> Predictions | None:
+        """Windows, prediction statistics, version, feedback and shadow for a 2xx answer."""
+        if model.windows is not None and report is not None and batch is not None:
+            model.windows.observe_inputs(report.columns, batch.columns)
+        predictions = self._observe(model, answer) if model.stats is not None else None
+        if predictions is not None:
+            self._after(model, request_id, batch, predictions, path_qs, fwd, body)
+        return predictions
 
     def _check(self, model: MonitoredModel, body: bytes, headers: Any) -> tuple[Batch, BatchReport]:
         assert model.validator is not None
         assert model.stats is not None
-        encoding = (headers.get("content-encoding") or "").lower()
+        content_type = headers.get("content-type") or ""
+        if not self.codec.accepts(content_type):
+            accepted = self.codec.accepted()
+            raise UnsupportedMediaType(
+                f"Content-Type '{media_type(content_type)}' is not accepted by the "
+                f"{self.codec.name} protocol; send one of: {', '.join(accepted)}",
+                [{"content_type": content_type, "accepted": accepted}],
+            )
         raw = body
-        if encoding in ("gzip", "deflate"):
-            try:
-                raw = _inflate(body, encoding, self.limits.max_body_bytes)
-            except zlib.error as exc:
-                raise DecodeError(f"body is not valid {encoding}: {exc}") from None
-        batch = self.codec.decode_request(
-            raw, model.feature_order, headers.get("content-type") or ""
-        )
+        encoding = headers.get("content-encoding")
+        if encoding:
+            encoding = encoding.strip().lower()
+            if encoding in _CODINGS:
+                try:
+                    raw = _inflate(body, encoding, self.limits.max_body_bytes)
+                except zlib.error as exc:
+                    raise DecodeError(f"body is not valid {encoding}: {exc}") from None
+            elif encoding != "identity":
+                raise UnsupportedMediaType(
+                    f"Content-Encoding '{encoding}' is not supported; send the body as is, "
+                    "or compressed with one of: gzip, deflate",
+                    [{"content_encoding": encoding, "accepted": ["identity", *_CODINGS[:2]]}],
+                )
+        batch = self.codec.decode_request(raw, model.feature_order, content_type)
+        if batch.n_rows == 0:
+            raise DecodeError("the request holds no rows; send at least one")
         if batch.n_rows > self.limits.max_rows:
             batch.columns = {}
             raise PayloadTooLarge(
@@ -358,6 +428,20 @@ class Proxy:
             if bad:
                 model.metrics.non_finite.inc(bad)
         return predictions
+
+
+def _details(report: BatchReport) -> list[dict[str, Any]]:
+    """The violations for an error body (a value too deep to show is replaced by a note)."""
+    out = []
+    for v in report.details:
+        try:
+            out.append(v.as_detail())
+        except RecursionError:
+            out.append(Violation(v.row, v.feature, v.kind, _TOO_DEEP, v.policy).as_detail())
+    return out
+
+
+_TOO_DEEP = "<value nested too deeply to show>"
 
 
 def _summary(report: BatchReport) -> str:

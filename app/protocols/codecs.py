@@ -8,6 +8,18 @@ from dataclasses import dataclass
 from app.monitoring.batch import Batch, Predictions
 from app.protocols import mlflow, v1, v2
 
+JSON_MEDIA_TYPES = frozenset(
+    {"application/json", "text/json", "text/plain", "application/octet-stream"}
+)
+"""Media types decoded as JSON: JSON's own, plus the generic types clients send when nobody set
+one (`text/plain` from browsers' fetch, `application/octet-stream` from aiohttp). Any
+`application/*+json` type is JSON too."""
+
+
+def media_type(content_type: str) -> str:
+    """`Type/Sub; charset=…` → `type/sub` (parameters dropped, lower-cased)."""
+    return content_type.partition(";")[0].strip().lower()
+
 
 @dataclass(frozen=True, slots=True)
 class Codec:
@@ -18,10 +30,28 @@ class Codec:
     """(body, profile feature order, content type) → Batch; raises DecodeError."""
     decode_response: Callable[[bytes, str | None, int | None], Predictions]
     """(body, output name, output column) → Predictions; raises DecodeError."""
+    media_types: frozenset[str] = JSON_MEDIA_TYPES
+    """Request media types the codec decodes (besides `application/*+json`)."""
+
+    def accepts(self, content_type: str) -> bool:
+        """Whether a request's Content-Type header ('' when absent) is one this codec decodes."""
+        if not content_type or content_type == "application/json":
+            return True
+        media = media_type(content_type)
+        return not media or media in self.media_types or media.endswith("+json")
+
+    def accepted(self) -> list[str]:
+        """The accepted media types, for error messages."""
+        return ["application/json", *sorted(self.media_types - {"application/json"})]
 
 
 CODECS: dict[str, Codec] = {
     "v2": Codec("v2", lambda b, o, _ct: v2.decode_request(b, o), v2.decode_response),
     "v1": Codec("v1", lambda b, o, _ct: v1.decode_request(b, o), v1.decode_response),
-    "mlflow": Codec("mlflow", mlflow.decode_request, mlflow.decode_response),
+    "mlflow": Codec(
+        "mlflow",
+        mlflow.decode_request,
+        mlflow.decode_response,
+        JSON_MEDIA_TYPES | {"text/csv"},
+    ),
 }

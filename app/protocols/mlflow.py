@@ -9,8 +9,8 @@ from typing import Any
 
 from app.errors import DecodeError
 from app.monitoring.batch import Batch, Predictions
-from app.protocols.json_body import loads, require_object
-from app.protocols.tabular import from_columns, from_records, pick_output
+from app.protocols.json_body import check_unique_keys, count_keys, loads, require_object
+from app.protocols.tabular import doc_keys, from_columns, from_records, pick_output, row_keys
 
 NAME = "mlflow"
 _KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
@@ -22,7 +22,7 @@ def decode_request(body: bytes, feature_order: list[str], content_type: str = ""
     Raises:
         DecodeError: no (or more than one) known format key, or malformed data.
     """
-    if content_type.startswith("text/csv"):
+    if content_type and content_type.partition(";")[0].strip().lower() == "text/csv":
         return _from_csv(body)
     doc = require_object(loads(body))
     present = [k for k in _KEYS if k in doc]
@@ -32,12 +32,22 @@ def decode_request(body: bytes, feature_order: list[str], content_type: str = ""
     key = present[0]
     payload = doc[key]
     if key == "dataframe_split":
-        return _from_split(payload, feature_order)
-    if key == "dataframe_records":
-        return from_records(payload, feature_order, key)
-    if isinstance(payload, dict):
-        return from_columns(payload, key)
-    return from_records(payload, feature_order, key)
+        batch = _from_split(payload, feature_order)
+    elif key == "dataframe_records":
+        batch = from_records(payload, feature_order, key)
+    elif isinstance(payload, dict):
+        batch = from_columns(payload, key)
+    else:
+        batch = from_records(payload, feature_order, key)
+    if key == "dataframe_split":
+        data = payload["data"]
+        counted = len(doc) + len(payload) + row_keys(data)
+        counted += sum(count_keys(v) for k, v in payload.items() if k != "data")
+        counted += sum(count_keys(v) for k, v in doc.items() if k != key)
+    else:
+        counted = doc_keys(doc, key)
+    check_unique_keys(body, counted)
+    return batch
 
 
 def _from_split(split: Any, feature_order: list[str]) -> Batch:
@@ -79,10 +89,11 @@ def _cell(text: str) -> Any:
 
 def _from_csv(body: bytes) -> Batch:
     try:
-        text = body.decode("utf-8")
+        text = body.decode("utf-8-sig")  # a leading byte order mark is skipped, as pandas does
     except UnicodeDecodeError as exc:
         raise DecodeError(f"CSV body is not UTF-8: {exc}") from None
-    reader = csv.reader(io.StringIO(text))
+    # strict: an unterminated quote or text after a closing quote is an error, as for pandas.
+    reader = csv.reader(io.StringIO(text), strict=True)
     try:
         header = next(reader)
         # Blank lines (e.g. a trailing one) are no rows, as for pandas.read_csv (MLflow's parser).
@@ -90,7 +101,9 @@ def _from_csv(body: bytes) -> Batch:
     except StopIteration:
         raise DecodeError("CSV body cannot be read: no header row") from None
     except csv.Error as exc:
-        raise DecodeError(f"CSV body cannot be read: {exc}") from None
+        raise DecodeError(f"CSV body cannot be read at line {reader.line_num}: {exc}") from None
+    if not header:
+        raise DecodeError("CSV body's first line is empty; it must be the header row")
     if len(set(header)) != len(header):
         dup = next(c for c in header if header.count(c) > 1)
         raise DecodeError(f"CSV header names '{dup}' twice")

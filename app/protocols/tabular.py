@@ -6,6 +6,7 @@ from typing import Any
 
 from app.errors import DecodeError
 from app.monitoring.batch import Batch
+from app.protocols.json_body import count_keys
 
 
 def from_records(records: Any, feature_order: list[str], where: str) -> Batch:
@@ -55,6 +56,20 @@ def from_records(records: Any, feature_order: list[str], where: str) -> Batch:
         f"'{where}' rows must be objects or lists; got {type(first).__name__} "
         f"but the profile has {len(feature_order)} features"
     )
+
+
+def row_keys(records: list[Any]) -> int:
+    """The number of keys in rows that `from_records` accepted (0 unless they are objects)."""
+    if records and type(records[0]) is dict:
+        return sum(map(len, records))
+    return 0
+
+
+def doc_keys(doc: dict[str, Any], key: str) -> int:
+    """Keys of a decoded request whose rows (or columns) sit under `key`."""
+    payload = doc[key]
+    rows = len(payload) if type(payload) is dict else row_keys(payload)
+    return len(doc) + rows + sum(count_keys(v) for k, v in doc.items() if k != key)
 
 
 def from_columns(columns: Any, where: str) -> Batch:

@@ -6,8 +6,8 @@ from typing import Any
 
 from app.errors import DecodeError
 from app.monitoring.batch import Batch, Predictions
-from app.protocols.json_body import loads, require_object
-from app.protocols.tabular import from_columns, from_records, pick_output
+from app.protocols.json_body import check_unique_keys, loads, require_object
+from app.protocols.tabular import doc_keys, from_columns, from_records, pick_output
 
 NAME = "v1"
 
@@ -22,13 +22,19 @@ def decode_request(body: bytes, feature_order: list[str]) -> Batch:
     if "instances" in doc and "inputs" in doc:
         raise DecodeError("body has both 'instances' and 'inputs'; send one")
     if "instances" in doc:
-        return from_records(doc["instances"], feature_order, "instances")
-    if "inputs" in doc:
-        inputs = doc["inputs"]
+        key = "instances"
+        batch = from_records(doc[key], feature_order, key)
+    elif "inputs" in doc:
+        key = "inputs"
+        inputs = doc[key]
         if isinstance(inputs, dict):
-            return from_columns(inputs, "inputs")
-        return from_records(inputs, feature_order, "inputs")
-    raise DecodeError("body needs 'instances' or 'inputs'")
+            batch = from_columns(inputs, key)
+        else:
+            batch = from_records(inputs, feature_order, key)
+    else:
+        raise DecodeError("body needs 'instances' or 'inputs'")
+    check_unique_keys(body, doc_keys(doc, key))
+    return batch
 
 
 def decode_response(body: bytes, output_name: str | None, column: int | None) -> Predictions:

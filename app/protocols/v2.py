@@ -12,7 +12,7 @@ from typing import Any
 
 from app.errors import DecodeError
 from app.monitoring.batch import Batch, Predictions
-from app.protocols.json_body import loads, require_object
+from app.protocols.json_body import check_unique_keys, count_keys, loads, require_object
 
 NAME = "v2"
 
@@ -158,7 +158,28 @@ def decode_request(body: bytes, feature_order: list[str]) -> Batch:
         raise DecodeError(f"input '{dup}' appears more than once")
     features = set(feature_order)
     if len(tensors) == 1 and tensors[0].name not in features:
-        return _from_matrix(tensors[0], feature_order)
+        batch = _from_matrix(tensors[0], feature_order)
+    else:
+        batch = _from_tensors(tensors, features)
+    check_unique_keys(body, _request_keys(doc, inputs))
+    return batch
+
+
+def _request_keys(doc: dict[str, Any], inputs: list[dict[str, Any]]) -> int:
+    """Object keys of a decoded request, not looking inside the tensors' data."""
+    total = len(doc)
+    for key, value in doc.items():
+        if key != "inputs":
+            total += count_keys(value)
+    for raw in inputs:
+        total += len(raw)
+        params = raw.get("parameters")
+        if params is not None:
+            total += count_keys(params)
+    return total
+
+
+def _from_tensors(tensors: list[Tensor], features: set[str]) -> Batch:
     n = tensors[0].rows
     columns: dict[str, list[Any]] = {}
     for t in tensors:

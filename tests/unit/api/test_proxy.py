@@ -349,7 +349,12 @@ async def test_passthrough_routes_reach_the_upstream(profile: Profile) -> None:
                 assert r.status == 200
             async with http.get(f"{sc.url}/readyz") as r:
                 assert r.status == 200
-                assert await r.json() == {"status": "ready", "upstream": "up", "models": ["loan"]}
+                assert await r.json() == {
+                    "status": "ready",
+                    "upstream": "up",
+                    "circuit": None,
+                    "models": ["loan"],
+                }
 
 
 async def test_v1_and_mlflow_protocols(profile: Profile) -> None:
