@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import signal
 import sys
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from rich.console import Console
@@ -26,6 +29,8 @@ from app.monitoring.profile import (
 KIND_FLAGS = ("numeric", "categorical", "boolean", "text")
 GC_GEN0_THRESHOLD = 10_000
 """Allocations (net of frees) between young-generation collections (CPython default: 700)."""
+GRACEFUL_SHUTDOWN_SECONDS = 10
+"""On SIGTERM, in-flight requests get this long to finish; the queues are drained after."""
 
 
 def _describe(f: Feature) -> str:
@@ -247,6 +252,10 @@ def tune_gc() -> None:
     gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
 
 
+def _stopped_by_sigterm(_signum: int, _frame: FrameType | None) -> None:
+    raise SystemExit(0)
+
+
 def cmd_serve(args: argparse.Namespace, console: Console) -> int:
     import uvicorn
 
@@ -273,16 +282,27 @@ def cmd_serve(args: argparse.Namespace, console: Console) -> int:
     if not settings.profiles:
         console.print("[yellow]warning:[/yellow] no --profile: requests are forwarded unmonitored")
     app = create_app(settings, on_started=tune_gc)
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_config=uvicorn_log_config(),
-        access_log=False,
-        timeout_graceful_shutdown=10,
-        # The sidecar never reads the client address: skip the X-Forwarded-* middleware.
-        proxy_headers=False,
-    )
+    # uvicorn handles SIGTERM itself (stop accepting, finish in-flight requests, run the
+    # lifespan shutdown that drains the queues), then re-raises it under the handler it found.
+    # With the default disposition a drained stop would die by the signal (status 143); this
+    # handler makes it exit 0. It also ends a start that has not reached uvicorn yet.
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _stopped_by_sigterm)
+    try:
+        uvicorn.run(
+            app,
+            host=settings.host,
+            port=settings.port,
+            log_config=uvicorn_log_config(),
+            access_log=False,
+            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+            # The sidecar never reads the client address: skip the X-Forwarded-* middleware.
+            proxy_headers=False,
+        )
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return 0
 
 

@@ -7,11 +7,11 @@ out-of-range and missing values), scraping `/metrics` after every segment as Pro
 After each segment it samples the sidecar's RSS, open file descriptors, threads and the
 `/metrics` size.
 
-Verdict, after the warm-up (the first fifth of the run, at least one minute when the run is
-long enough): RSS within `--rss-tolerance` (default 5 %) of its value at the end of the warm-up,
-and no growth in file descriptors, threads or `/metrics` series (their median over the last
-quarter of the run against their median over the first quarter after the warm-up; a single
-connection in flight moves the fd count by one). Exit status 1 otherwise.
+Verdict (benchmarks/soak_check.py), after the warm-up (the first fifth of the run, at least one
+minute when the run is long enough): RSS within `--rss-tolerance` (default 5 %) of its value at
+the end of the warm-up, and no growth in file descriptors, threads or `/metrics` series (their
+median over the last quarter of the run against their median over the first quarter after the
+warm-up; a single connection in flight moves the fd count by one). Exit status 1 otherwise.
 Writes markdown and JSON into benchmarks/results/.
 
     python -m benchmarks.soak [--minutes 10] [--connections 16]
@@ -24,13 +24,11 @@ import json
 import os
 import random
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 from benchmarks.run import (
@@ -40,24 +38,12 @@ from benchmarks.run import (
     build_profile,
     free_port,
     process,
-    rss_bytes,
     taskset,
     wait_http,
 )
+from benchmarks.soak_check import Sample, describe, snapshot, verdict
 
 SEGMENT_SECONDS = 10.0
-
-
-@dataclass
-class Sample:
-    elapsed_s: float
-    requests: int
-    rss_bytes: int
-    fds: int
-    threads: int
-    metrics_bytes: int
-    series: int
-    """Samples in `/metrics` (its byte size also moves with the digits of growing counters)."""
 
 
 def request_bodies(n: int, seed: int = 7) -> list[bytes]:
@@ -95,57 +81,6 @@ def wrk_script(bodies_file: Path, script: Path) -> None:
         '  return wrk.format("POST", nil, {["Content-Type"] = "application/json"}, bodies[i])\n'
         "end\n"
     )
-
-
-def snapshot(pid: int, metrics_url: str, elapsed: float, requests: int) -> Sample:
-    with urllib.request.urlopen(metrics_url, timeout=10) as r:
-        text = r.read()
-    size = len(text)
-    series = sum(1 for line in text.splitlines() if line and not line.startswith(b"#"))
-    task = Path(f"/proc/{pid}")
-    return Sample(
-        elapsed_s=round(elapsed, 1),
-        requests=requests,
-        rss_bytes=rss_bytes(pid),
-        fds=len(list((task / "fd").iterdir())),
-        threads=len(list((task / "task").iterdir())),
-        metrics_bytes=size,
-        series=series,
-    )
-
-
-def verdict(samples: list[Sample], tolerance: float) -> tuple[bool, list[str]]:
-    """Judge the samples after the warm-up; returns (ok, findings)."""
-    total = samples[-1].elapsed_s
-    warm = min(max(total / 5, min(60.0, total / 2)), total / 2)
-    base = next(s for s in samples if s.elapsed_s >= warm)
-    after = [s for s in samples if s.elapsed_s >= base.elapsed_s]
-    findings = []
-    ok = True
-    peak = max(s.rss_bytes for s in after)
-    growth = peak / base.rss_bytes - 1
-    final = after[-1].rss_bytes / base.rss_bytes - 1
-    line = (
-        f"RSS after warm-up ({base.elapsed_s:.0f} s) {base.rss_bytes / 2**20:.1f} MiB, "
-        f"peak {peak / 2**20:.1f} MiB ({growth:+.1%}), final {after[-1].rss_bytes / 2**20:.1f} "
-        f"MiB ({final:+.1%}); tolerance {tolerance:.0%}"
-    )
-    if growth > tolerance:
-        ok = False
-        line += ": GROWTH"
-    findings.append(line)
-    quarter = max(1, len(after) // 4)
-    early, late = after[:quarter], after[-quarter:]
-    for attr, label in (("fds", "open fds"), ("threads", "threads"), ("series", "/metrics series")):
-        first = statistics.median(getattr(s, attr) for s in early)
-        last = statistics.median(getattr(s, attr) for s in late)
-        grew = last > first
-        findings.append(
-            f"{label}: median {first:g} in the first quarter after warm-up, {last:g} in the last"
-            + (": GROWTH" if grew else "")
-        )
-        ok = ok and not grew
-    return ok, findings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -196,12 +131,7 @@ def main(argv: list[str] | None = None) -> int:
             done += int(out.split(" requests in ")[0].split()[-1])
             s = snapshot(side.pid, f"{base}/metrics", time.monotonic() - started, done)
             samples.append(s)
-            print(
-                f"  {s.elapsed_s:6.0f} s  {s.requests:9d} requests  RSS {s.rss_bytes / 2**20:6.1f} "
-                f"MiB  fds {s.fds:3d}  threads {s.threads:3d}  /metrics {s.series} series "
-                f"{s.metrics_bytes} B",
-                flush=True,
-            )
+            print(describe(s), flush=True)
     ok, findings = verdict(samples, args.rss_tolerance)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     md = "\n".join(

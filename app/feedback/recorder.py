@@ -19,6 +19,8 @@ from app.feedback.store import Lookup, Match, PredictionStore, PurgeResult, Stor
 
 FLUSH_INTERVAL_SECONDS = 0.05
 PURGE_INTERVAL_SECONDS = 30.0
+STOP_TIMEOUT_SECONDS = 10.0
+"""At stop, how long the flush loop may take to finish the write in progress."""
 
 Pending = tuple[str, str, float, list[Any], list[Any] | None, str | None]
 """(model, request id, unix time, one prediction per row, one key per row or None, version)."""
@@ -44,6 +46,8 @@ class FeedbackRecorder:
         self.store: PredictionStore | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._task: asyncio.Task[None] | None = None
+        self._stopping: asyncio.Event | None = None
+        self._closed = False
         self.written = 0
         self.dropped = 0
 
@@ -56,7 +60,7 @@ class FeedbackRecorder:
         version: str | None = None,
     ) -> None:
         """Queue one response's predictions (hot path: O(1), never blocks, never raises)."""
-        if len(self._pending) >= self.queue_size:
+        if self._closed or len(self._pending) >= self.queue_size:
             self.dropped += len(values)
             self.on_drop(len(values))
             return
@@ -71,16 +75,20 @@ class FeedbackRecorder:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="infersight-store")
         loop = asyncio.get_running_loop()
         self.store = await loop.run_in_executor(self._executor, self._open_store)
-        self._task = asyncio.create_task(self._run())
+        self._stopping = asyncio.Event()
+        self._task = asyncio.create_task(self._run(self._stopping))
 
     async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
         assert self._executor is not None
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
-    async def _run(self) -> None:
+    async def _run(self, stopping: asyncio.Event) -> None:
         next_purge = time.monotonic() + 1.0
-        while True:
-            await asyncio.sleep(FLUSH_INTERVAL_SECONDS)
+        while not stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), FLUSH_INTERVAL_SECONDS)
+            if stopping.is_set():
+                return
             try:
                 await self.flush()
                 if time.monotonic() >= next_purge:
@@ -123,11 +131,20 @@ class FeedbackRecorder:
         return result
 
     async def stop(self) -> None:
-        """Write what is queued, then close the store."""
+        """Write what is queued, then close the store; predictions submitted from now on are
+        dropped and counted.
+
+        The flush loop is asked to end and awaited, not cancelled in the middle of a write
+        (a write on the store thread would go on, uncounted); it is cancelled only after
+        STOP_TIMEOUT_SECONDS (a store that hangs).
+        """
+        self._closed = True
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            assert self._stopping is not None
+            self._stopping.set()
+            with contextlib.suppress(TimeoutError):  # wait_for has cancelled the loop
+                await asyncio.wait_for(self._task, STOP_TIMEOUT_SECONDS)
+            self._task = None
         if self.store is not None:
             with contextlib.suppress(Exception):
                 await self.flush()

@@ -84,6 +84,10 @@ class RequestLog:
                     f"logging.sink {settings.sink!r} cannot be opened: {exc}"
                 ) from None
         self._sink = sink
+        # Held by the writer for a whole pass (pop, write, flush): `flush` sees an empty queue
+        # only between passes, when every popped record has been written or counted.
+        self._pass = threading.Condition()
+        self._closed = False
         self.written = 0
         self.dropped = 0
 
@@ -96,16 +100,24 @@ class RequestLog:
             self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Drain the queue and stop the writer (records still queued after `timeout` are lost
-        and counted)."""
+        """Drain the queue and stop the writer. Records submitted from now on, and records
+        still queued after `timeout` (a stuck sink), are dropped and counted."""
+        self._closed = True
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
-        left = len(self._queue)
+        # A writer stuck in the sink may still pop: each record is popped exactly once, so
+        # it is either written by the writer or counted here, never both.
+        left = 0
+        while True:
+            try:
+                self._queue.popleft()
+            except IndexError:
+                break
+            left += 1
         if left:
-            self._queue.clear()
             self._drop(left)
 
     def wants_payload(self) -> bool:
@@ -119,7 +131,7 @@ class RequestLog:
         """Queue one request's record (never blocks). Values are rendered later, off the loop."""
         if not self.enabled:
             return
-        if len(self._queue) >= self.capacity:
+        if self._closed or len(self._queue) >= self.capacity:
             self._drop(1)
             return
         self._queue.append(record)
@@ -137,22 +149,28 @@ class RequestLog:
         assert sink is not None
         logger = request_logger(sink)
         queue = self._queue
+        log = logging.getLogger(__name__)
         while True:
             self._wake.wait(FLUSH_INTERVAL)
             self._wake.clear()
-            while queue:
-                record = queue.popleft()
+            with self._pass:
+                while queue:
+                    record = queue.popleft()
+                    try:
+                        logger.info(REQUEST_COMPLETED, **self._render(record))
+                        self.written += 1
+                    except Exception:  # a broken sink must not kill the writer
+                        self._drop(1)
                 try:
-                    logger.info(REQUEST_COMPLETED, **self._render(record))
-                    self.written += 1
-                except Exception:  # a broken sink must not kill the writer
-                    self._drop(1)
-            try:
-                sink.flush()
-            except Exception:  # counted per line on the next write; never kill the writer
-                logging.getLogger(__name__).warning("request log sink cannot be flushed")
+                    sink.flush()
+                except Exception:  # counted per line on the next write; never kill the writer
+                    log.warning("request log sink cannot be flushed")
+                self._pass.notify_all()
             if self._stop.is_set() and not queue:
-                sink.close()
+                try:
+                    sink.close()
+                except Exception:
+                    log.warning("request log sink cannot be closed")
                 return
 
     def _render(self, record: dict[str, Any]) -> dict[str, Any]:
@@ -171,11 +189,16 @@ class RequestLog:
         return out
 
     def flush(self, timeout: float = 5.0) -> bool:
-        """Wait until the queue is empty (tests and shutdown); True when it emptied in time."""
+        """Wait until every queued record is written (tests and shutdown); True when the queue
+        emptied in time."""
+        if self._thread is None:
+            return not self._queue
         deadline = time.monotonic() + timeout
-        self._wake.set()
-        while self._queue and time.monotonic() < deadline:
-            time.sleep(0.005)
-        # The last popped record may still be being written.
-        time.sleep(0.01)
-        return not self._queue
+        if not self._pass.acquire(timeout=timeout):  # the writer is stuck in the sink
+            return False
+        try:
+            self._wake.set()
+            left = max(0.0, deadline - time.monotonic())
+            return self._pass.wait_for(lambda: not self._queue, left)
+        finally:
+            self._pass.release()
