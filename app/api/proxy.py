@@ -219,7 +219,13 @@ class Proxy:
                     batch, report = self._check(model, body, headers)
                 except RecursionError:  # a value nested as deeply as the JSON parser allows
                     raise DecodeError("body is nested too deeply to check") from None
-                if report.rejected:
+                except InferSightError:
+                    raise
+                except Exception as exc:  # fail open: a monitoring bug must not fail a prediction
+                    log.exception("request.check_failed", model=model.name, error=repr(exc))
+                    model.metrics.monitoring_errors["check"].inc()
+                    batch, report = None, None
+                if report is not None and report.rejected:
                     raise ValidationFailed(_summary(report), _details(report))
             fwd = forwardable(raw_headers)
             if REQUEST_ID not in fwd:
@@ -269,6 +275,7 @@ class Proxy:
                     )
                 except Exception as exc:  # a monitoring bug must not cost the log line
                     log.exception("request.observe_failed", model=model.name, error=repr(exc))
+                    model.metrics.monitoring_errors["observe"].inc()
         finally:  # the log line is written even if sending the answer failed or was cancelled
             log_payload = self.request_log.enabled and self.request_log.wants_payload()
             self.request_log.submit(

@@ -31,6 +31,8 @@ LATENCY_BUCKETS = (
 )  # fmt: skip
 STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx")
 REJECT_REASONS = ("decode", "enforce", "too_large")
+STAGES = ("check", "observe")
+"""Where monitoring can fail: checking the request, observing the answer."""
 UPSTREAM_OUTCOMES = (
     "ok", "error_status", "unavailable", "timeout", "bad_response", "circuit_open",
 )  # fmt: skip
@@ -69,6 +71,12 @@ class Metrics:
         self.rejected_rows = HotCounterFamily(
             "infersight_rejected_rows", "Rows of requests rejected by the sidecar.", ["model"], r
         )
+        self.monitoring_errors = HotCounterFamily(
+            "infersight_monitoring_errors",
+            "Requests whose monitoring failed on a sidecar bug (check: before forwarding, the "
+            "request was forwarded unchecked; observe: after the answer).",
+            ["model", "stage"], r,
+        )  # fmt: skip
         self.prediction_non_finite = Counter(
             "infersight_prediction_non_finite", "NaN or infinite predictions.", ["model"],
             registry=r,
@@ -127,6 +135,7 @@ class ModelMetrics:
         self.rejected = {r: metrics.rejected_requests.labels(model, r) for r in REJECT_REASONS}
         self.duration = metrics.request_duration.labels(model, protocol)
         self.upstream = {o: metrics.upstream_duration.labels(model, o) for o in UPSTREAM_OUTCOMES}
+        self.monitoring_errors = {s: metrics.monitoring_errors.labels(model, s) for s in STAGES}
         self.rows = metrics.rows.labels(model)
         self.rejected_rows = metrics.rejected_rows.labels(model)
         self.non_finite = metrics.prediction_non_finite.labels(model)
