@@ -21,6 +21,7 @@ from app.api.admin import admin_router
 from app.api.auth import authorized
 from app.api.errors import error_body, error_response
 from app.api.models import ModelRouter
+from app.api.openapi import document_api
 from app.api.proxy import (
     REQUEST_ID,
     InferenceRoutes,
@@ -546,6 +547,7 @@ def create_app(
         )
     )
     app.inference = InferenceRoutes(settings.protocol, proxy)
+    document_api(app, settings.protocol)  # the fast path's routes, in the OpenAPI document
 
     async def forward_other(request: Request) -> Response | RawResponse:
         return await passthrough(request, upstream)

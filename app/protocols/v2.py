@@ -120,7 +120,7 @@ def parse_tensor(raw: Any, where: str | int) -> Tensor:
             f"{_where(where)} '{name}': 'shape' must be a list of non-negative integers"
         )
     datatype = raw.get("datatype")
-    if datatype not in DATATYPES:
+    if type(datatype) is not str or datatype not in DATATYPES:
         raise DecodeError(f"{_where(where)} '{name}': unknown datatype {datatype!r}")
     data = raw.get("data", _ABSENT)
     if data is _ABSENT:

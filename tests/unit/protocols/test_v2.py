@@ -376,3 +376,10 @@ class TestResponses:
         values = v2.decode_response(raw, None, None).values
         assert math.isnan(values[0])
         assert values[1] == 1.0
+
+
+@pytest.mark.parametrize("datatype", [{}, [], ["FP64"], 1, None, True])
+def test_a_datatype_that_is_not_a_string_is_a_decode_error(datatype: object) -> None:
+    body = json.dumps({"inputs": [{"name": "a", "shape": [1], "datatype": datatype, "data": [1]}]})
+    with pytest.raises(DecodeError, match="unknown datatype"):
+        v2.decode_request(body.encode(), ["a"])
