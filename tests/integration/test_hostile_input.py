@@ -26,41 +26,24 @@ import pytest
 import pytest_asyncio
 
 from app.config import Settings, UpstreamSettings, ValidationSettings
+from app.demo.data import FEATURES
 from app.monitoring.profile import Profile
 from tests.support.sidecar import RunningSidecar, run_sidecar
 from tests.support.stub_upstream import StubUpstream
+from tests.unit.api.test_proxy import good_row
 
 IN_MODULE_LOOP = pytest.mark.asyncio(loop_scope="module")
 
 LIMIT = 256 * 1024
 MAX_ROWS = 100
 DEADLINE = 5.0
-FEATURES = [
-    "age",
-    "monthly_income",
-    "marital_status",
-    "employment",
-    "loan_amount",
-    "has_mortgage",
-    "purpose",
-]
 V2_TYPES = {"age": "INT64", "monthly_income": "FP64", "loan_amount": "FP64", "has_mortgage": "BOOL"}
 PATHS = {"v2": "/v2/models/loan/infer", "v1": "/v1/models/loan:predict", "mlflow": "/invocations"}
 JSON_CT = "application/json"
 
 
 def row(**over: Any) -> dict[str, Any]:
-    values: dict[str, Any] = {
-        "age": 40,
-        "monthly_income": 3000.0,
-        "marital_status": "married",
-        "employment": "employed",
-        "loan_amount": 5000.0,
-        "has_mortgage": True,
-        "purpose": "renovate the kitchen",
-    }
-    values.update(over)
-    return values
+    return good_row(**over)
 
 
 def rows(n: int = 4, at: int | None = None, **over: Any) -> list[dict[str, Any]]:

@@ -18,6 +18,7 @@ from app.monitoring.profile import save_profile
 from tests.conftest import loan_profile
 from tests.support.sidecar_process import SidecarProcess
 from tests.support.stub_upstream import StubUpstream
+from tests.unit.api.test_proxy import good_row
 
 pytestmark = pytest.mark.integration
 
@@ -29,12 +30,7 @@ V2_TYPES = {"age": "INT64", "monthly_income": "FP64", "loan_amount": "FP64", "ha
 
 
 def row(**over: Any) -> dict[str, Any]:
-    base = {
-        "age": 40, "monthly_income": 3000.0, "marital_status": "married",
-        "employment": "employed", "loan_amount": 5000.0, "has_mortgage": True,
-        "purpose": "renovate the kitchen",
-    }  # fmt: skip
-    return {**base, **over}
+    return good_row(**over)
 
 
 def v2(rows: list[dict[str, Any]]) -> bytes:

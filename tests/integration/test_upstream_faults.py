@@ -31,6 +31,7 @@ from tests.support.components import missing
 from tests.support.fault_upstream import FAULTS, FaultUpstream
 from tests.support.sidecar import parse_metrics
 from tests.support.sidecar_process import SidecarProcess
+from tests.unit.api.test_proxy import good_row
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -38,10 +39,7 @@ TIMEOUT = 1.0
 SLACK = 0.1
 """The issue's bound: an answer within the upstream timeout + 100 ms."""
 
-ROW = {
-    "age": 40, "monthly_income": 3000.0, "marital_status": "married", "employment": "employed",
-    "loan_amount": 5000.0, "has_mortgage": True, "purpose": "renovate the kitchen",
-}  # fmt: skip
+ROW = good_row()
 V2_TYPES = {"age": "INT64", "monthly_income": "FP64", "loan_amount": "FP64", "has_mortgage": "BOOL"}
 BODY = json.dumps(
     {
