@@ -62,6 +62,7 @@ ALERT_PANELS: dict[str, tuple[str, int]] = {
     "InferSightNonFinitePredictions": ("infersight-model", 5),
     "InferSightShadowDisagreement": ("infersight-model", 43),
     "InferSightLogRecordsDropped": ("infersight-service", 31),
+    "InferSightMonitoringErrors": ("infersight-service", 31),
     "InferSightParityMismatch": ("infersight-model", 49),
 }
 """The panel each alert's `dashboard_url` annotation opens: `/d/<uid>?viewPanel=<id>`."""
@@ -643,13 +644,24 @@ def service() -> dict[str, Any]:
         row(30, "Background work"),
         timeseries(
             31,
-            "Request-log records dropped",
-            [prom(sum_rate("infersight_log_records_dropped_total", "instance"), "{{instance}}")],
+            "Log lines dropped, monitoring errors",
+            [
+                prom(
+                    sum_rate("infersight_log_records_dropped_total", "instance"),
+                    "{{instance}} log lines dropped",
+                ),
+                prom(
+                    sum_rate("infersight_monitoring_errors_total", "instance, model, stage"),
+                    "{{instance}} {{model}} monitoring errors ({{stage}})",
+                ),
+            ],
             description=(
-                "Request-log lines dropped because the bounded queue was full or the sink failed:"
-                " requests are never delayed by the log, they lose their line instead."
+                "Request-log lines dropped because the bounded queue was full or the sink failed"
+                " (requests are never delayed by the log, they lose their line instead), and"
+                " requests whose monitoring failed on a sidecar bug: `check` ones were forwarded"
+                " unchecked, `observe` ones answered but not observed."
             ),
-            unit="suffix: lines/s",
+            unit="suffix: /s",
             w=8,
         ),
         timeseries(

@@ -49,8 +49,9 @@ DESIGN_ALERTS = (
     "InferSightShadowDisagreement",
     "InferSightLogRecordsDropped",
 )
-EXTRA_ALERTS = ("InferSightParityMismatch",)
-"""Alerts the design leaves to the lifecycle issue (parity probes), after the design's."""
+EXTRA_ALERTS = ("InferSightParityMismatch", "InferSightMonitoringErrors")
+"""Alerts beyond the design's table, after the design's: parity probes (model lifecycle) and
+the sidecar's own monitoring errors (reliability)."""
 ALL_ALERTS = DESIGN_ALERTS + EXTRA_ALERTS
 DESIGN_CANDIDATES = (
     ROOT / "DESIGN.md",
