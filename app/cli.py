@@ -270,7 +270,16 @@ def cmd_serve(args: argparse.Namespace, console: Console) -> int:
         overrides["upstream"] = {"url": args.upstream}
     if args.shadow_upstream:
         overrides["shadow"] = {"url": args.shadow_upstream}
+    grpc_flags = {
+        k: v
+        for k, v in (("port", args.grpc_port), ("upstream", args.upstream_grpc))
+        if v is not None
+    }
+    if grpc_flags:
+        overrides["grpc"] = grpc_flags
     settings = load_settings(args.config, **overrides)
+    if grpc_flags:  # flags win over the environment's and the file's grpc section
+        settings = settings.model_copy(update={"grpc": settings.grpc.model_copy(update=grpc_flags)})
     if args.upstream and settings.upstream.url != args.upstream.rstrip("/"):
         settings = settings.model_copy(
             update={"upstream": settings.upstream.model_copy(update={"url": args.upstream})}
@@ -367,6 +376,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--shadow-upstream", metavar="URL",
         help="mirror a share of requests to this candidate model server (shadow.*)",
     )  # fmt: skip
+    serve.add_argument(
+        "--grpc-port", type=int, metavar="PORT",
+        help="also serve the Open Inference Protocol over gRPC on this port (grpc.*)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--upstream-grpc", metavar="HOST:PORT", help="the model server's gRPC endpoint"
+    )
     serve.set_defaults(func=cmd_serve)
 
     score = sub.add_parser(

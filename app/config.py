@@ -255,6 +255,28 @@ class LifecycleSettings(_Section):
     `/version`) is read for versions."""
 
 
+class GrpcSettings(_Section):
+    """The Open Inference Protocol over gRPC, served beside HTTP (protocol `v2` only)."""
+
+    port: int | None = Field(default=None, ge=0, le=65535)
+    """Port of the gRPC server (`inference.GRPCInferenceService`); unset: no gRPC server."""
+    upstream: str | None = None
+    """The model server's gRPC endpoint as `HOST:PORT` (needed with `port`)."""
+    max_message_bytes: int | None = Field(default=None, ge=1024)
+    """Larger request messages are refused with RESOURCE_EXHAUSTED by gRPC itself (default:
+    `validation.max_body_bytes`)."""
+
+    @field_validator("upstream")
+    @classmethod
+    def _host_port(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or "://" in value:
+            raise ValueError("grpc.upstream must be HOST:PORT (no scheme)")
+        return value
+
+
 class Settings(BaseSettings):
     """Everything `infersight serve` can be told."""
 
@@ -282,6 +304,7 @@ class Settings(BaseSettings):
     shadow: ShadowSettings = ShadowSettings()
     parity: ParitySettings = ParitySettings()
     lifecycle: LifecycleSettings = LifecycleSettings()
+    grpc: GrpcSettings = GrpcSettings()
 
     @field_validator("profiles", mode="before")
     @classmethod

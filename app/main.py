@@ -37,6 +37,7 @@ from app.config import Settings
 from app.errors import AuthError, ConfigError, InferSightError, NotEnabled
 from app.feedback.recorder import FeedbackRecorder
 from app.feedback.store import open_store
+from app.grpc import start_grpc
 from app.lifecycle.feedback import FeedbackService, ModelQuality
 from app.lifecycle.ml_test_score import (
     DeploymentView,
@@ -366,6 +367,7 @@ def create_app(
         drift.start()
         if shadow is not None:
             await shadow.start()
+        grpc_server = await start_grpc(settings, router, metrics, request_log, proxy.observers)
         tasks = [
             asyncio.create_task(_probe_loop(state)),
             asyncio.create_task(poller.run_forever()),
@@ -384,6 +386,8 @@ def create_app(
         try:
             yield
         finally:
+            if grpc_server is not None:  # first: calls in flight still reach the log and store
+                await grpc_server.stop()
             for task in tasks:
                 task.cancel()
             for task in tasks:

@@ -49,7 +49,7 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
         r = registry
-        # model: a profile name or "__other__"; protocol: v2|v1|mlflow; status: a class.
+        # model: a profile name or "__other__"; protocol: v2|v1|mlflow|v2-grpc; status: a class.
         # Updated on every request: lock-free children read at scrape time (hot_metrics).
         self.requests = HotCounterFamily(
             "infersight_requests", "Requests answered, by status class.",

@@ -1,5 +1,7 @@
-"""Imports flow one way: api → lifecycle → protocols/upstream/telemetry → monitoring/feedback →
-errors/config."""
+"""Imports flow one way: api/grpc → lifecycle → protocols/upstream/telemetry →
+monitoring/feedback → errors/config. `grpc` is an inbound transport beside `api`: it may use
+the HTTP side's model table and request-id helpers, never the composition root, and nothing
+downstream imports it."""
 
 from __future__ import annotations
 
@@ -10,13 +12,23 @@ import pytest
 
 APP = Path(__file__).resolve().parents[2] / "app"
 WEB = {"fastapi", "starlette", "aiohttp", "httpx", "uvicorn", "prometheus_client", "structlog"}
+GRPC = {"grpc", "app.grpc"}
 FORBIDDEN = {
-    "monitoring": WEB | {"app.api", "app.protocols", "app.upstream", "app.telemetry", "app.main"},
-    "protocols": {"fastapi", "starlette", "aiohttp", "app.api", "app.upstream", "app.telemetry"},
-    "upstream": {"fastapi", "starlette", "app.api", "app.protocols", "app.telemetry"},
-    "telemetry": {"fastapi", "starlette", "aiohttp", "app.api", "app.protocols", "app.upstream"},
-    "feedback": WEB | {"app.api", "app.protocols", "app.upstream", "app.telemetry", "app.main"},
-    "lifecycle": {"fastapi", "starlette", "app.api", "app.main"},
+    "monitoring": WEB
+    | GRPC
+    | {"app.api", "app.protocols", "app.upstream", "app.telemetry", "app.main"},
+    "protocols": GRPC
+    | {"fastapi", "starlette", "aiohttp", "app.api", "app.upstream", "app.telemetry"},
+    "upstream": GRPC | {"fastapi", "starlette", "app.api", "app.protocols", "app.telemetry"},
+    "telemetry": GRPC
+    | {"fastapi", "starlette", "aiohttp", "app.api", "app.protocols", "app.upstream"},
+    "feedback": WEB
+    | GRPC
+    | {"app.api", "app.protocols", "app.upstream", "app.telemetry", "app.main"},
+    "lifecycle": GRPC | {"fastapi", "starlette", "app.api", "app.main"},
+    "api": {"grpc", "app.grpc", "app.main"},
+    # The HTTP framework and client stay on the HTTP side; gRPC has its own upstream channel.
+    "grpc": {"fastapi", "starlette", "aiohttp", "httpx", "uvicorn", "app.main", "app.upstream"},
 }
 
 

@@ -1,0 +1,253 @@
+"""`ModelInferRequest`/`ModelInferResponse` bytes → the `Batch` and `Predictions` that the JSON
+V2 codec produces for the same values.
+
+Tensor values come from the typed `contents` field of their datatype, or from
+`raw_input_contents`/`raw_output_contents`: flattened, row-major, little-endian, and for
+BYTES a 4-byte little-endian length before each element. BYTES elements become `str` (as
+JSON strings do; bytes that are not UTF-8 are replaced, for monitoring only).
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from google.protobuf.message import DecodeError as ProtobufDecodeError
+
+from app.errors import DecodeError
+from app.grpc.proto.open_inference_grpc_pb2 import (
+    InferTensorContents,
+    ModelInferRequest,
+    ModelInferResponse,
+)
+from app.monitoring.batch import Batch, Predictions
+from app.protocols.v2 import DATATYPES, Tensor
+
+CONTENT_FIELDS = {
+    "BOOL": "bool_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+    "BYTES": "bytes_contents",
+}
+"""The typed `InferTensorContents` field of each datatype (FP16 has none: raw only)."""
+_ALL_FIELDS = tuple(sorted(set(CONTENT_FIELDS.values())))
+RAW_DTYPES: dict[str, np.dtype[Any]] = {
+    "BOOL": np.dtype("u1"),
+    "UINT8": np.dtype("u1"),
+    "UINT16": np.dtype("<u2"),
+    "UINT32": np.dtype("<u4"),
+    "UINT64": np.dtype("<u8"),
+    "INT8": np.dtype("i1"),
+    "INT16": np.dtype("<i2"),
+    "INT32": np.dtype("<i4"),
+    "INT64": np.dtype("<i8"),
+    "FP16": np.dtype("<f2"),
+    "FP32": np.dtype("<f4"),
+    "FP64": np.dtype("<f8"),
+}
+"""Little-endian element type of each fixed-size datatype in raw contents."""
+_LENGTH = struct.Struct("<I")
+
+
+def parse_request(data: bytes) -> ModelInferRequest:
+    """The message, or DecodeError when the bytes are not a `ModelInferRequest`."""
+    try:
+        msg: ModelInferRequest = ModelInferRequest.FromString(data)
+    except ProtobufDecodeError as exc:
+        raise DecodeError(f"the message is not a ModelInferRequest: {exc}") from None
+    return msg
+
+
+def decode_request(msg: ModelInferRequest, feature_order: list[str]) -> Batch:
+    """Decode an inference request into columns (same rules as the JSON V2 codec).
+
+    Raises:
+        DecodeError: a tensor's datatype, shape or contents disagree.
+    """
+    inputs = msg.inputs
+    if not inputs:
+        raise DecodeError("the request needs at least one input tensor")
+    raw = msg.raw_input_contents
+    if raw and len(raw) != len(inputs):
+        raise DecodeError(
+            f"raw_input_contents holds {len(raw)} entries for {len(inputs)} inputs; "
+            "send one per input, in the same order"
+        )
+    tensors: list[Tensor] = []
+    for i, t in enumerate(inputs):
+        where = f"inputs[{i}] '{t.name}'"
+        if not t.name:
+            raise DecodeError(f"inputs[{i}] needs a non-empty name")
+        shape, datatype = _header(t.shape, t.datatype, where)
+        count = math.prod(shape)
+        if raw:
+            if t.HasField("contents"):
+                raise DecodeError(f"{where} has contents although raw_input_contents is used")
+            flat = raw_values(raw[i], datatype, count, where)
+        else:
+            flat = typed_values(t.contents, datatype, count, where)
+        tensors.append(Tensor(t.name, shape, datatype, flat))
+    names = [t.name for t in tensors]
+    if len(set(names)) != len(names):
+        dup = next(n for n in names if names.count(n) > 1)
+        raise DecodeError(f"input '{dup}' appears more than once")
+    features = set(feature_order)
+    if len(tensors) == 1 and tensors[0].name not in features:
+        return _from_matrix(tensors[0], feature_order)
+    return _from_tensors(tensors, features)
+
+
+def decode_response(data: bytes, output_name: str | None, column: int | None) -> Predictions:
+    """The monitored output of a `ModelInferResponse` (the first one when unnamed).
+
+    Raises:
+        DecodeError: the bytes are not a response, or it lacks the output.
+    """
+    try:
+        msg = ModelInferResponse.FromString(data)
+    except ProtobufDecodeError as exc:
+        raise DecodeError(f"the response is not a ModelInferResponse: {exc}") from None
+    chosen = next(
+        (i for i, o in enumerate(msg.outputs) if output_name is None or o.name == output_name),
+        None,
+    )
+    if chosen is None:
+        raise DecodeError(
+            f"response has no output named '{output_name}'" if output_name else "no outputs"
+        )
+    out = msg.outputs[chosen]
+    where = f"outputs[{chosen}] '{out.name}'"
+    shape, datatype = _header(out.shape, out.datatype, where)
+    count = math.prod(shape)
+    raw = msg.raw_output_contents
+    if raw:
+        if chosen >= len(raw):
+            raise DecodeError(f"{where} has no raw_output_contents entry")
+        flat = raw_values(raw[chosen], datatype, count, where)
+    else:
+        flat = typed_values(out.contents, datatype, count, where)
+    tensor = Tensor(out.name, shape, datatype, flat)
+    values = tensor.column(_column_index(tensor.per_row, column))
+    return Predictions(values, out.name, msg.model_version or None)
+
+
+def _header(shape: Sequence[int], datatype: str, where: str) -> tuple[list[int], str]:
+    if datatype not in DATATYPES:
+        raise DecodeError(f"{where}: unknown datatype {datatype!r}")
+    dims = list(shape)
+    if any(d < 0 for d in dims):
+        raise DecodeError(f"{where}: shape {dims} has a negative dimension")
+    return dims, datatype
+
+
+def typed_values(contents: InferTensorContents, datatype: str, count: int, where: str) -> list[Any]:
+    """A tensor's values from the typed contents field of its datatype."""
+    field = CONTENT_FIELDS.get(datatype)
+    if field is None:
+        raise DecodeError(f"{where}: {datatype} values must be sent in raw_input_contents")
+    for other in _ALL_FIELDS:
+        if other != field and len(getattr(contents, other)):
+            raise DecodeError(f"{where}: a {datatype} tensor cannot hold {other}")
+    values = getattr(contents, field)
+    if len(values) != count:
+        raise DecodeError(
+            f"{where}: its shape needs {count} values but {field} holds {len(values)}"
+        )
+    if datatype == "BYTES":
+        return [_text(v) for v in values]
+    return list(values)
+
+
+def raw_values(data: bytes, datatype: str, count: int, where: str) -> list[Any]:
+    """A tensor's values from its raw little-endian bytes."""
+    if datatype == "BYTES":
+        return _raw_bytes(data, count, where)
+    dtype = RAW_DTYPES[datatype]
+    if len(data) != count * dtype.itemsize:
+        raise DecodeError(
+            f"{where}: its shape needs {count} {datatype} values ({count * dtype.itemsize} "
+            f"bytes) but its raw contents hold {len(data)} bytes"
+        )
+    if datatype == "BOOL":
+        return [b != 0 for b in data]
+    values: list[Any] = np.frombuffer(data, dtype).tolist()
+    return values
+
+
+def _raw_bytes(data: bytes, count: int, where: str) -> list[Any]:
+    out: list[Any] = []
+    pos, end = 0, len(data)
+    while pos < end:
+        if len(out) == count:
+            raise DecodeError(f"{where}: raw contents hold more than the {count} BYTES elements")
+        if pos + 4 > end:
+            raise DecodeError(f"{where}: raw BYTES contents end inside a length prefix")
+        (size,) = _LENGTH.unpack_from(data, pos)
+        pos += 4
+        if pos + size > end:
+            raise DecodeError(
+                f"{where}: raw BYTES element {len(out)} claims {size} bytes; {end - pos} remain"
+            )
+        out.append(_text(data[pos : pos + size]))
+        pos += size
+    if len(out) != count:
+        raise DecodeError(
+            f"{where}: its shape needs {count} BYTES elements but raw contents hold {len(out)}"
+        )
+    return out
+
+
+def _text(value: bytes) -> str:
+    return value.decode("utf-8", "replace")
+
+
+def _from_tensors(tensors: list[Tensor], features: set[str]) -> Batch:
+    n = tensors[0].rows
+    columns: dict[str, list[Any]] = {}
+    for t in tensors:
+        if t.rows != n:
+            raise DecodeError(
+                f"input '{t.name}' has {t.rows} rows but input '{tensors[0].name}' has {n}"
+            )
+        if t.name in features:
+            if t.per_row != 1:
+                raise DecodeError(
+                    f"input '{t.name}' has shape {t.shape}; a feature tensor must be [n] or [n, 1]"
+                )
+            columns[t.name] = t.flat
+        else:
+            columns[t.name] = t.row_values()
+    return Batch(n, columns, source="v2:tensor-per-feature")
+
+
+def _from_matrix(t: Tensor, feature_order: list[str]) -> Batch:
+    width = len(feature_order)
+    if len(t.shape) == 1 and width == 1:
+        return Batch(t.rows, {feature_order[0]: t.flat}, source="v2:single-feature")
+    if len(t.shape) != 2 or t.shape[1] != width:
+        raise DecodeError(
+            f"input '{t.name}' is not a feature name, so it must be a 2-D tensor [n, {width}] "
+            f"with columns in the profile's feature order; its shape is {t.shape}"
+        )
+    columns = {name: t.column(j) for j, name in enumerate(feature_order)}
+    return Batch(t.rows, columns, source="v2:matrix")
+
+
+def _column_index(width: int, column: int | None) -> int:
+    if width == 1:
+        return 0
+    idx = column if column is not None else width - 1
+    if not -width <= idx < width:
+        raise DecodeError(f"output column {idx} is outside its {width} columns")
+    return idx % width

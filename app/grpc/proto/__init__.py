@@ -1,0 +1,1 @@
+"""The Open Inference Protocol's gRPC messages (vendored .proto and its generated code)."""
