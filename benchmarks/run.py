@@ -5,7 +5,8 @@ then a real model server (MLServer with a scikit-learn model when its virtualenv
 the demo's model server). In front of each: a bare aiohttp forwarding proxy as reference, and
 InferSight with full monitoring (validation, metrics, drift windows, feedback store, request
 logs to a file), one sidecar per protocol. Drives wrk in alternating rounds (direct, bare proxy,
-InferSight) and reports medians.
+InferSight) and reports medians. In front of MLServer, ModelInfer over gRPC too: direct against
+InferSight's gRPC port (`benchmarks/grpc_load.py` drives it; there is no bare gRPC forwarder).
 
 CPU layout (fixed so runs compare): wrk on CPU 0; the upstream and the proxy under test
 share CPU 1, as a sidecar shares its pod's CPU with the model server.
@@ -232,10 +233,10 @@ def pin_group(pgid: int, cpu: int) -> None:
 
 
 @contextlib.contextmanager
-def model_server(work: Path) -> Iterator[tuple[str, str]]:
+def model_server(work: Path) -> Iterator[tuple[str, str, str | None]]:
     """MLServer (scikit-learn, tuned as its docs advise for benchmarks: debug off,
     parallel_workers 0) when its virtualenv is built (`make test` builds it), otherwise the
-    demo's own model server. Yields (label, base URL)."""
+    demo's own model server. Yields (label, base URL, gRPC HOST:PORT or None)."""
     sys.path.insert(0, str(ROOT))
     from tests.integration.servers.harness import server_venv_python, start_mlserver
 
@@ -244,14 +245,14 @@ def model_server(work: Path) -> Iterator[tuple[str, str]]:
         # longer than a round.
         with start_mlserver(ROOT / ".cache" / "bench") as server:
             pin_group(server.process.pid, 1)
-            yield "MLServer", server.url
+            yield "MLServer", server.url, server.grpc_address
         return
     print("  (MLServer's virtualenv is not built: using the demo model server)", flush=True)
     port = free_port()
     cmd = [*taskset(1), sys.executable, "-m", "app.demo.model_server", "--port", str(port)]
     with process(cmd, work / "demo-model.log"):
         wait_http(f"http://127.0.0.1:{port}/v2/health/ready", timeout=120)
-        yield "demo model", f"http://127.0.0.1:{port}"
+        yield "demo model", f"http://127.0.0.1:{port}", None
 
 
 def bench_upstream(
@@ -299,6 +300,67 @@ def bench_upstream(
     return results
 
 
+def run_grpc_load(target: str, rows: int, connections: int, seconds: float) -> dict[str, float]:
+    """One round of `benchmarks.grpc_load` (pinned to CPU 0, like wrk)."""
+    cmd = [*taskset(0), sys.executable, "-m", "benchmarks.grpc_load", "--target", target,
+           "--rows", str(rows), "--connections", str(connections), "--seconds", str(seconds)]  # fmt: skip
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True, timeout=120)
+    result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def bench_grpc(
+    upstream: str,
+    up_url: str,
+    grpc_address: str,
+    row_sizes: list[int],
+    conns: list[int],
+    profile: Path,
+    work: Path,
+    args: argparse.Namespace,
+    rss: dict[str, int],
+) -> list[Round]:
+    """ModelInfer over gRPC: direct against InferSight's gRPC port in alternating rounds (there
+    is no bare gRPC forwarder to compare with)."""
+    env = {**os.environ, "INFERSIGHT_LOGGING__SINK": str(work / "requests-grpc.log")}
+    env["INFERSIGHT_FEEDBACK__STORE"] = f"sqlite:{work / 'feedback-grpc.db'}"
+    port, grpc_port = free_port(), free_port()
+    results: list[Round] = []
+    with process(
+        [*taskset(1), sys.executable, "-m", "app.cli", "serve", "--upstream", up_url,
+         "--protocol", "v2", "--profile", str(profile), "--port", str(port),
+         "--grpc-port", str(grpc_port), "--upstream-grpc", grpc_address],
+        work / "sidecar-grpc.log", env,
+    ) as side:  # fmt: skip
+        wait_http(f"http://127.0.0.1:{port}/readyz")
+        targets = {
+            "direct": (grpc_address, None),
+            "infersight": (f"127.0.0.1:{grpc_port}", side.pid),
+        }
+        for rows in row_sizes:
+            for target, _ in targets.values():
+                run_grpc_load(target, rows, max(conns), WARMUP_SECONDS)
+            for c in conns:
+                for _ in range(args.rounds):
+                    for name, (target, pid) in targets.items():
+                        before = cpu_seconds(pid) if pid else 0.0
+                        got = run_grpc_load(target, rows, c, args.seconds)
+                        used = (cpu_seconds(pid) - before) if pid else 0.0
+                        per_request = used / max(1.0, got["rps"] * args.seconds)
+                        results.append(
+                            Round(upstream, "v2-grpc", name, c, rows, got["rps"], got["p50_ms"],
+                                  got["p99_ms"], int(got["errors"]), per_request)
+                        )  # fmt: skip
+                        print(
+                            f"  {upstream:10s} v2-grpc {name:11s} c={c:<3d} rows={rows:<3d} "
+                            f"{got['rps']:9.0f} req/s  p50 {got['p50_ms']:7.2f} ms  "
+                            f"p99 {got['p99_ms']:7.2f} ms  errors {int(got['errors'])}",
+                            flush=True,
+                        )
+        rss[f"InferSight ({upstream}, v2-grpc)"] = rss_bytes(side.pid)
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -335,10 +397,14 @@ def main(argv: list[str] | None = None) -> int:
             "stub", stub_url, protocols, row_sizes, conns, profile, work, args, rss
         )
     if model_rows:
-        with model_server(work) as (label, url):
+        with model_server(work) as (label, url, grpc_address):
             results += bench_upstream(
                 label, url, ["v2"], model_rows, conns, profile, work, args, rss
             )
+            if grpc_address is not None:
+                results += bench_grpc(
+                    label, url, grpc_address, model_rows, conns, profile, work, args, rss
+                )
     report = summarize(results)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     (RESULTS / f"bench-{stamp}.json").write_text(
@@ -396,7 +462,8 @@ def summarize(results: list[Round]) -> list[dict[str, Any]]:
         same = [r for r in results if (r.upstream, r.protocol, r.rows, r.connections) == key]
 
         def med(target: str, attr: str, same: list[Round] = same) -> float:
-            return statistics.median(getattr(r, attr) for r in same if r.target == target)
+            values = [getattr(r, attr) for r in same if r.target == target]
+            return statistics.median(values) if values else float("nan")  # no bare for gRPC
 
         direct, bare, side = (med(t, "rps") for t in ("direct", "bare proxy", "infersight"))
         upstream, protocol, rows, c = key
@@ -427,14 +494,18 @@ def to_markdown(cells: list[dict[str, Any]], rss: dict[str, int], args: argparse
         "| upstream | protocol | rows | conns | direct req/s | bare proxy | InferSight | vs direct | vs bare | bare vs direct | +p50 ms | +p99 ms | CPU µs/req | over bare | errors |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]  # fmt: skip
+
+    def f(value: float, spec: str, suffix: str = "") -> str:
+        return "n/a" if value != value else f"{value:{spec}}{suffix}"  # NaN: no bare for gRPC
+
     for c in cells:
         lines.append(
             f"| {c['upstream']} | {c['protocol']} | {c['rows']} | {c['connections']} | "
-            f"{c['direct_rps']:.0f} | {c['bare_rps']:.0f} | {c['infersight_rps']:.0f} | "
-            f"{c['ratio_vs_direct']:.2f}x | {c['ratio_vs_bare']:.2f}x | "
-            f"{c['bare_ratio_vs_direct']:.2f}x | {c['added_p50_ms']:.2f} | "
+            f"{c['direct_rps']:.0f} | {f(c['bare_rps'], '.0f')} | {c['infersight_rps']:.0f} | "
+            f"{c['ratio_vs_direct']:.2f}x | {f(c['ratio_vs_bare'], '.2f', 'x')} | "
+            f"{f(c['bare_ratio_vs_direct'], '.2f', 'x')} | {c['added_p50_ms']:.2f} | "
             f"{c['added_p99_ms']:.2f} | {c['infersight_cpu_us_per_request']:.0f} | "
-            f"{c['cpu_us_per_request_over_bare']:+.0f} | {c['errors']} |"
+            f"{f(c['cpu_us_per_request_over_bare'], '+.0f')} | {c['errors']} |"
         )
     lines += [
         "",
