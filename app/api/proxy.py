@@ -149,6 +149,7 @@ class Proxy:
         self.request_log = request_log
         self.limits = limits
         self.observers = observers or Observers()
+        self._binary_header = codec.binary.header.encode() if codec.binary is not None else None
 
     async def _read_body(self, receive: Receive, declared: str | None) -> bytes:
         """The whole body from the ASGI channel, refused past the size limit and (with
@@ -347,7 +348,12 @@ class Proxy:
                     "or compressed with one of: gzip, deflate",
                     [{"content_encoding": encoding, "accepted": ["identity", *_CODINGS[:2]]}],
                 )
-        batch = self.codec.decode_request(raw, model.feature_order, content_type)
+        binary = self.codec.binary
+        framed = headers.get(binary.header) if binary is not None else None
+        if binary is not None and framed is not None:
+            batch = binary.decode_request(raw, model.feature_order, framed)
+        else:
+            batch = self.codec.decode_request(raw, model.feature_order, content_type)
         if batch.n_rows == 0:
             raise DecodeError("the request holds no rows; send at least one")
         if batch.n_rows > self.limits.max_rows:
@@ -408,6 +414,15 @@ class Proxy:
         model.metrics.upstream["ok" if ok else "error_status"].observe(waited)
         return relay(answer, request_id), round(waited * 1000, 3), answer
 
+    def _framed(self, answer: UpstreamResponse) -> str | None:
+        """The answer's binary-extension header value, when the protocol has one and it is set."""
+        name = self._binary_header
+        if name is not None:
+            for key, value in answer.raw_headers:
+                if key == name:
+                    return value.decode("latin-1")
+        return None
+
     def _observe(self, model: MonitoredModel, answer: UpstreamResponse) -> Predictions | None:
         stats = model.stats
         assert stats is not None
@@ -418,7 +433,11 @@ class Proxy:
                 body = _inflate(body, answer.content_encoding, 256 * 1024 * 1024)
             out_name = pred.profile.output_name if pred else None
             column = pred.profile.column if pred else None
-            predictions = self.codec.decode_response(body, out_name, column)
+            framed, binary = self._framed(answer), self.codec.binary
+            if binary is not None and framed is not None:
+                predictions = binary.decode_response(body, out_name, column, framed)
+            else:
+                predictions = self.codec.decode_response(body, out_name, column)
         except (InferSightError, zlib.error, gzip.BadGzipFile) as exc:
             log.warning("response.undecodable", model=model.name, error=str(exc)[:200])
             return None

@@ -4,7 +4,8 @@ V2 codec produces for the same values.
 Tensor values come from the typed `contents` field of their datatype, or from
 `raw_input_contents`/`raw_output_contents`: flattened, row-major, little-endian, and for
 BYTES a 4-byte little-endian length before each element. BYTES elements become `str` (as
-JSON strings do; bytes that are not UTF-8 are replaced, for monitoring only).
+JSON strings do; bytes that are not UTF-8 are shown with backslash escapes, as in the HTTP
+binary extension, for monitoring only).
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from app.grpc.proto.open_inference_grpc_pb2 import (
     ModelInferResponse,
 )
 from app.monitoring.batch import Batch, Predictions
-from app.protocols.v2 import DATATYPES, Tensor
+from app.protocols.v2 import DATATYPES, Tensor, assemble, column_index
+from app.protocols.v2_binary import FIXED_DTYPES
 
 CONTENT_FIELDS = {
     "BOOL": "bool_contents",
@@ -42,21 +44,8 @@ CONTENT_FIELDS = {
 }
 """The typed `InferTensorContents` field of each datatype (FP16 has none: raw only)."""
 _ALL_FIELDS = tuple(sorted(set(CONTENT_FIELDS.values())))
-RAW_DTYPES: dict[str, np.dtype[Any]] = {
-    "BOOL": np.dtype("u1"),
-    "UINT8": np.dtype("u1"),
-    "UINT16": np.dtype("<u2"),
-    "UINT32": np.dtype("<u4"),
-    "UINT64": np.dtype("<u8"),
-    "INT8": np.dtype("i1"),
-    "INT16": np.dtype("<i2"),
-    "INT32": np.dtype("<i4"),
-    "INT64": np.dtype("<i8"),
-    "FP16": np.dtype("<f2"),
-    "FP32": np.dtype("<f4"),
-    "FP64": np.dtype("<f8"),
-}
-"""Little-endian element type of each fixed-size datatype in raw contents."""
+RAW_DTYPES = FIXED_DTYPES
+"""Raw contents use the binary extension's element types (little-endian)."""
 _LENGTH = struct.Struct("<I")
 
 
@@ -98,14 +87,7 @@ def decode_request(msg: ModelInferRequest, feature_order: list[str]) -> Batch:
         else:
             flat = typed_values(t.contents, datatype, count, where)
         tensors.append(Tensor(t.name, shape, datatype, flat))
-    names = [t.name for t in tensors]
-    if len(set(names)) != len(names):
-        dup = next(n for n in names if names.count(n) > 1)
-        raise DecodeError(f"input '{dup}' appears more than once")
-    features = set(feature_order)
-    if len(tensors) == 1 and tensors[0].name not in features:
-        return _from_matrix(tensors[0], feature_order)
-    return _from_tensors(tensors, features)
+    return assemble(tensors, feature_order)
 
 
 def decode_response(data: bytes, output_name: str | None, column: int | None) -> Predictions:
@@ -138,7 +120,7 @@ def decode_response(data: bytes, output_name: str | None, column: int | None) ->
     else:
         flat = typed_values(out.contents, datatype, count, where)
     tensor = Tensor(out.name, shape, datatype, flat)
-    values = tensor.column(_column_index(tensor.per_row, column))
+    values = tensor.column(column_index(tensor.per_row, column))
     return Predictions(values, out.name, msg.model_version or None)
 
 
@@ -209,45 +191,4 @@ def _raw_bytes(data: bytes, count: int, where: str) -> list[Any]:
 
 
 def _text(value: bytes) -> str:
-    return value.decode("utf-8", "replace")
-
-
-def _from_tensors(tensors: list[Tensor], features: set[str]) -> Batch:
-    n = tensors[0].rows
-    columns: dict[str, list[Any]] = {}
-    for t in tensors:
-        if t.rows != n:
-            raise DecodeError(
-                f"input '{t.name}' has {t.rows} rows but input '{tensors[0].name}' has {n}"
-            )
-        if t.name in features:
-            if t.per_row != 1:
-                raise DecodeError(
-                    f"input '{t.name}' has shape {t.shape}; a feature tensor must be [n] or [n, 1]"
-                )
-            columns[t.name] = t.flat
-        else:
-            columns[t.name] = t.row_values()
-    return Batch(n, columns, source="v2:tensor-per-feature")
-
-
-def _from_matrix(t: Tensor, feature_order: list[str]) -> Batch:
-    width = len(feature_order)
-    if len(t.shape) == 1 and width == 1:
-        return Batch(t.rows, {feature_order[0]: t.flat}, source="v2:single-feature")
-    if len(t.shape) != 2 or t.shape[1] != width:
-        raise DecodeError(
-            f"input '{t.name}' is not a feature name, so it must be a 2-D tensor [n, {width}] "
-            f"with columns in the profile's feature order; its shape is {t.shape}"
-        )
-    columns = {name: t.column(j) for j, name in enumerate(feature_order)}
-    return Batch(t.rows, columns, source="v2:matrix")
-
-
-def _column_index(width: int, column: int | None) -> int:
-    if width == 1:
-        return 0
-    idx = column if column is not None else width - 1
-    if not -width <= idx < width:
-        raise DecodeError(f"output column {idx} is outside its {width} columns")
-    return idx % width
+    return value.decode("utf-8", "backslashreplace")  # as the HTTP binary extension does

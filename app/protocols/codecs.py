@@ -6,19 +6,32 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from app.monitoring.batch import Batch, Predictions
-from app.protocols import mlflow, v1, v2
+from app.protocols import mlflow, v1, v2, v2_binary
 
 JSON_MEDIA_TYPES = frozenset(
     {"application/json", "text/json", "text/plain", "application/octet-stream"}
 )
 """Media types decoded as JSON: JSON's own, plus the generic types clients send when nobody set
-one (`text/plain` from browsers' fetch, `application/octet-stream` from aiohttp). Any
-`application/*+json` type is JSON too."""
+one (`text/plain` from browsers' fetch, `application/octet-stream` from aiohttp and with
+tritonclient's binary tensor bodies). Any `application/*+json` type is JSON too."""
 
 
 def media_type(content_type: str) -> str:
     """`Type/Sub; charset=…` → `type/sub` (parameters dropped, lower-cased)."""
     return content_type.partition(";")[0].strip().lower()
+
+
+@dataclass(frozen=True, slots=True)
+class BinaryTensors:
+    """Decoders for bodies in V2's binary tensor extension: a JSON header whose length the
+    `Inference-Header-Content-Length` header gives (the last argument), then raw tensor data."""
+
+    header: str
+    """The header's name, lower-cased."""
+    decode_request: Callable[[bytes, list[str], str], Batch]
+    """(body, profile feature order, header value) → Batch; raises DecodeError."""
+    decode_response: Callable[[bytes, str | None, int | None, str], Predictions]
+    """(body, output name, output column, header value) → Predictions; raises DecodeError."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +45,9 @@ class Codec:
     """(body, output name, output column) → Predictions; raises DecodeError."""
     media_types: frozenset[str] = JSON_MEDIA_TYPES
     """Request media types the codec decodes (besides `application/*+json`)."""
+    binary: BinaryTensors | None = None
+    """How to decode bodies framed by a binary-extension header (protocols that have one); a
+    request or response carrying that header is decoded by it instead."""
 
     def accepts(self, content_type: str) -> bool:
         """Whether a request's Content-Type header ('' when absent) is one this codec decodes."""
@@ -46,7 +62,12 @@ class Codec:
 
 
 CODECS: dict[str, Codec] = {
-    "v2": Codec("v2", lambda b, o, _ct: v2.decode_request(b, o), v2.decode_response),
+    "v2": Codec(
+        "v2",
+        lambda b, o, _ct: v2.decode_request(b, o),
+        v2.decode_response,
+        binary=BinaryTensors(v2_binary.HEADER, v2_binary.decode_request, v2_binary.decode_response),
+    ),
     "v1": Codec("v1", lambda b, o, _ct: v1.decode_request(b, o), v1.decode_response),
     "mlflow": Codec(
         "mlflow",

@@ -3,11 +3,14 @@
 Requests carry either one tensor per feature (by name, shape [n] or [n, 1]) or a single 2-D
 tensor [n, F] whose columns follow the profile's feature order. Tensors not named after a
 feature are kept as unknown columns (one value per row, or a list when a row holds several).
+Bodies in the binary tensor extension are read by `app.protocols.v2_binary`, which shares
+this module's tensor checks and column assembly.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 from app.errors import DecodeError
@@ -104,10 +107,15 @@ class Tensor:
         return [self.flat[i * width : (i + 1) * width] for i in range(self.rows)]
 
 
-def parse_tensor(raw: Any, where: str | int) -> Tensor:
+BinaryReader = Callable[[str, list[int], str], list[Any]]
+"""(name, shape, datatype) → the tensor's flat values, read from a binary body's data."""
+
+
+def parse_tensor(raw: Any, where: str | int, binary: BinaryReader | None = None) -> Tensor:
     """Validate one tensor object of a request or response (messages built only on error).
 
     `where` names the tensor in messages: a description, or the index of a request input.
+    With `binary`, a tensor without 'data' takes its values from it.
     """
     if type(raw) is not dict:
         raise DecodeError(f"{_where(where)} must be an object")
@@ -123,11 +131,12 @@ def parse_tensor(raw: Any, where: str | int) -> Tensor:
     if type(datatype) is not str or datatype not in DATATYPES:
         raise DecodeError(f"{_where(where)} '{name}': unknown datatype {datatype!r}")
     data = raw.get("data", _ABSENT)
-    if data is _ABSENT:
-        raise DecodeError(
-            f"{_where(where)} '{name}' has no 'data' (binary tensor data is not supported here)"
-        )
-    flat = _flatten(data, where, name)
+    if data is not _ABSENT:
+        flat = _flatten(data, where, name)
+    elif binary is not None:
+        flat = binary(name, shape, datatype)
+    else:
+        raise DecodeError(_no_data(raw, where, name))
     expected = shape[0] if len(shape) == 1 else math.prod(shape)
     if len(flat) != expected:
         raise DecodeError(
@@ -141,6 +150,17 @@ def _where(where: str | int) -> str:
     return f"inputs[{where}]" if type(where) is int else str(where)
 
 
+def _no_data(raw: dict[str, Any], where: str | int, name: str) -> str:
+    params = raw.get("parameters")
+    if type(params) is dict and "binary_data_size" in params:
+        body = "request" if type(where) is int else "response"
+        return (
+            f"{_where(where)} '{name}' holds binary data (parameters.binary_data_size) but the "
+            f"{body} has no Inference-Header-Content-Length header saying where its JSON ends"
+        )
+    return f"{_where(where)} '{name}' has no 'data'"
+
+
 def decode_request(body: bytes, feature_order: list[str]) -> Batch:
     """Decode an inference request into columns.
 
@@ -148,24 +168,33 @@ def decode_request(body: bytes, feature_order: list[str]) -> Batch:
         DecodeError: the body is not a V2 inference request, or its tensors disagree.
     """
     doc = require_object(loads(body))
+    inputs = inputs_of(doc)
+    batch = assemble([parse_tensor(t, i) for i, t in enumerate(inputs)], feature_order)
+    check_unique_keys(body, request_keys(doc, inputs))
+    return batch
+
+
+def inputs_of(doc: dict[str, Any]) -> list[Any]:
+    """The request's 'inputs' list (non-empty)."""
     inputs = doc.get("inputs")
     if not isinstance(inputs, list) or not inputs:
         raise DecodeError("body needs a non-empty 'inputs' list")
-    tensors = [parse_tensor(t, i) for i, t in enumerate(inputs)]
+    return inputs
+
+
+def assemble(tensors: list[Tensor], feature_order: list[str]) -> Batch:
+    """The request's columns: one tensor per feature, or one [n, F] matrix."""
     names = [t.name for t in tensors]
     if len(set(names)) != len(names):
         dup = next(n for n in names if names.count(n) > 1)
         raise DecodeError(f"input '{dup}' appears more than once")
     features = set(feature_order)
     if len(tensors) == 1 and tensors[0].name not in features:
-        batch = _from_matrix(tensors[0], feature_order)
-    else:
-        batch = _from_tensors(tensors, features)
-    check_unique_keys(body, _request_keys(doc, inputs))
-    return batch
+        return _from_matrix(tensors[0], feature_order)
+    return _from_tensors(tensors, features)
 
 
-def _request_keys(doc: dict[str, Any], inputs: list[dict[str, Any]]) -> int:
+def request_keys(doc: dict[str, Any], inputs: list[dict[str, Any]]) -> int:
     """Object keys of a decoded request, not looking inside the tensors' data."""
     total = len(doc)
     for key, value in doc.items():
@@ -218,9 +247,7 @@ def decode_response(body: bytes, output_name: str | None, column: int | None) ->
         DecodeError: the body is not a V2 inference response or lacks the output.
     """
     doc = require_object(loads(body), "response")
-    outputs = doc.get("outputs")
-    if not isinstance(outputs, list) or not outputs:
-        raise DecodeError("response has no 'outputs'")
+    outputs = outputs_of(doc)
     chosen = None
     for i, raw in enumerate(outputs):
         if not isinstance(raw, dict):
@@ -230,7 +257,20 @@ def decode_response(body: bytes, output_name: str | None, column: int | None) ->
             break
     if chosen is None:
         raise DecodeError(f"response has no output named '{output_name}'")
-    values = chosen.column(_column_index(chosen.per_row, column))
+    return predictions_of(doc, chosen, column)
+
+
+def outputs_of(doc: dict[str, Any]) -> list[Any]:
+    """The response's 'outputs' list (non-empty)."""
+    outputs = doc.get("outputs")
+    if not isinstance(outputs, list) or not outputs:
+        raise DecodeError("response has no 'outputs'")
+    return outputs
+
+
+def predictions_of(doc: dict[str, Any], chosen: Tensor, column: int | None) -> Predictions:
+    """The monitored output's values (one column of a 2-D output) and the model version."""
+    values = chosen.column(column_index(chosen.per_row, column))
     version = doc.get("model_version")
     return Predictions(
         values=values,
@@ -239,7 +279,8 @@ def decode_response(body: bytes, output_name: str | None, column: int | None) ->
     )
 
 
-def _column_index(width: int, column: int | None) -> int:
+def column_index(width: int, column: int | None) -> int:
+    """Which column of a 2-D output holds the prediction (default: the last)."""
     if width == 1:
         return 0
     idx = column if column is not None else width - 1
