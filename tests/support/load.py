@@ -82,9 +82,11 @@ async def run_load(
     record_ids: bool = True,
     stop: asyncio.Event | None = None,
     on_answer: Callable[[LoadResult], None] | None = None,
+    rate: float | None = None,
 ) -> LoadResult:
     """Send requests over `connections` connections until `seconds` have passed or `stop` is
-    set; requests in flight then are finished (or time out), never cut."""
+    set; requests in flight then are finished (or time out), never cut. With `rate`, the
+    connections together send at most that many requests per second (each paced evenly)."""
     result = LoadResult()
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -93,9 +95,15 @@ async def run_load(
     headers = {"content-type": "application/json"}
     timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_SECONDS)
 
+    gap = connections / rate if rate else 0.0
+
     async def worker(session: aiohttp.ClientSession, w: int) -> None:
         i = 0
+        due = started + gap * w / connections
         while not stop.is_set() and loop.time() < deadline:
+            if gap:
+                due += gap
+                await asyncio.sleep(max(0.0, due - gap - loop.time()))
             rid = f"{id_prefix}-{w}-{i}"
             body = bodies[(w * 7919 + i) % len(bodies)]
             i += 1
@@ -135,11 +143,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="JSON result file")
     parser.add_argument("--ids", action="store_true", help="keep every request id's outcome")
     parser.add_argument("--id-prefix", default="load")
+    parser.add_argument(
+        "--rate", type=float, help="requests per second in all (default: as fast as answered)"
+    )
     args = parser.parse_args(argv)
     bodies = default_bodies()
     t = time.monotonic()
     result = asyncio.run(
-        run_load(args.url, bodies, args.connections, args.seconds, args.id_prefix, args.ids)
+        run_load(
+            args.url,
+            bodies,
+            args.connections,
+            args.seconds,
+            args.id_prefix,
+            args.ids,
+            rate=args.rate,
+        )
     )
     Path(args.out).write_text(json.dumps(result.as_json()))
     print(
