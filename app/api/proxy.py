@@ -377,21 +377,8 @@ class Proxy:
         body: bytes,
     ) -> None:
         """Hand a successful answer to the version tracker, the feedback store and the shadow."""
-        versions = model.versions
-        if versions is not None:
-            seen = predictions.model_version
-            if seen is not None and (seen != versions.current or not versions.observed):
-                versions.seen(seen)
+        keep_answer(model, self.observers, request_id, batch, predictions)
         obs = self.observers
-        if obs.recorder is not None and model.name in obs.feedback_models:
-            keys = batch.columns.get(obs.key_field) if obs.key_field and batch else None
-            obs.recorder.submit(
-                model.name,
-                request_id,
-                predictions.values,
-                keys,
-                versions.current if versions else None,
-            )
         if obs.shadow is not None:
             obs.shadow.offer(model.name, "POST", path_qs, fwd, body, predictions)
 
@@ -446,14 +433,47 @@ class Proxy:
             predictions.model_version = next(
                 (v for k, v in answer.headers if k.lower() == header), None
             )
-        if pred is not None:
-            result = pred.observe(predictions.values)
-            if model.windows is not None:
-                model.windows.observe_predictions(result)
-            bad = len(result.violations.get("non_finite", ()))
-            if bad:
-                model.metrics.non_finite.inc(bad)
+        observe_predictions(model, predictions)
         return predictions
+
+
+def observe_predictions(model: MonitoredModel, predictions: Predictions) -> None:
+    """Prediction statistics, the prediction window and the non-finite count of one answer
+    (any transport)."""
+    pred = model.stats.prediction if model.stats is not None else None
+    if pred is None:
+        return
+    result = pred.observe(predictions.values)
+    if model.windows is not None:
+        model.windows.observe_predictions(result)
+    bad = len(result.violations.get("non_finite", ()))
+    if bad:
+        model.metrics.non_finite.inc(bad)
+
+
+def keep_answer(
+    model: MonitoredModel,
+    observers: Observers,
+    request_id: str,
+    batch: Batch | None,
+    predictions: Predictions,
+) -> None:
+    """Note the served version and keep the predictions for feedback (any transport)."""
+    versions = model.versions
+    if versions is not None:
+        seen = predictions.model_version
+        if seen is not None and (seen != versions.current or not versions.observed):
+            versions.seen(seen)
+    if observers.recorder is not None and model.name in observers.feedback_models:
+        key_field = observers.key_field
+        keys = batch.columns.get(key_field) if key_field and batch else None
+        observers.recorder.submit(
+            model.name,
+            request_id,
+            predictions.values,
+            keys,
+            versions.current if versions else None,
+        )
 
 
 def _details(report: BatchReport) -> list[dict[str, Any]]:

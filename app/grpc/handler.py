@@ -19,7 +19,14 @@ import grpc.aio
 import structlog
 
 from app.api.models import ModelRouter, MonitoredModel
-from app.api.proxy import REQUEST_ID, Observers, request_id_of, trace_id
+from app.api.proxy import (
+    REQUEST_ID,
+    Observers,
+    keep_answer,
+    observe_predictions,
+    request_id_of,
+    trace_id,
+)
 from app.errors import (
     DecodeError,
     InferSightError,
@@ -316,28 +323,8 @@ class GrpcProxy:
         if header is not None and predictions.model_version is None:
             value = next((v for k, v in initial if k == header), None)
             predictions.model_version = value if isinstance(value, str) else None
-        if pred is not None:
-            result = pred.observe(predictions.values)
-            if model.windows is not None:
-                model.windows.observe_predictions(result)
-            bad = len(result.violations.get("non_finite", ()))
-            if bad:
-                model.metrics.non_finite.inc(bad)
-        versions = model.versions
-        if versions is not None:
-            seen = predictions.model_version
-            if seen is not None and (seen != versions.current or not versions.observed):
-                versions.seen(seen)
-        obs = self.observers
-        if obs.recorder is not None and model.name in obs.feedback_models:
-            keys = call.batch.columns.get(obs.key_field) if obs.key_field and call.batch else None
-            obs.recorder.submit(
-                model.name,
-                call.request_id,
-                predictions.values,
-                keys,
-                versions.current if versions else None,
-            )
+        observe_predictions(model, predictions)
+        keep_answer(model, self.observers, call.request_id, call.batch, predictions)
         return predictions
 
     async def relay_unary(

@@ -5,11 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-import uvicorn
-from rich.console import Console
 
-import app.main
-from app.cli import build_parser, cmd_serve
 from app.config import Settings, load_settings
 from app.errors import ConfigError
 from app.grpc.server import GrpcServer
@@ -45,16 +41,3 @@ def test_grpc_server_refuses_incomplete_settings(
     settings = Settings(protocol=protocol, grpc=grpc)
     with pytest.raises(ConfigError, match=needle):
         GrpcServer(settings, None, None, None, None)  # type: ignore[arg-type]
-
-
-def test_serve_grpc_flags_reach_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("INFERSIGHT_GRPC__UPSTREAM", "127.0.0.1:1")  # the flag wins
-    seen: dict[str, Settings] = {}
-    monkeypatch.setattr(app.main, "create_app", lambda s, **_: seen.setdefault("s", s))
-    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: None)
-    args = build_parser().parse_args(
-        ["serve", "--upstream", "http://127.0.0.1:8080", "--grpc-port", "9001",
-         "--upstream-grpc", "127.0.0.1:8081"]
-    )  # fmt: skip
-    assert cmd_serve(args, Console(quiet=True)) == 0
-    assert (seen["s"].grpc.port, seen["s"].grpc.upstream) == (9001, "127.0.0.1:8081")
