@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from app.api.proxy import InferenceRoutes, RawResponse, passthrough
+from app.protocols.codecs import CODECS
 from app.protocols.v2 import DATATYPES
 
 JSON = "application/json"
@@ -35,6 +36,19 @@ ERROR_SCHEMA: dict[str, Any] = {
                 "details": {"type": "array", "items": {"type": "object"}},
             },
         }
+    },
+}
+
+STRING_ERROR_SCHEMA: dict[str, Any] = {
+    "title": "ProtocolError",
+    "description": "The protocol's own error shape (a string under `error`), with the type and "
+    "details beside it.",
+    "type": "object",
+    "required": ["error", "type", "details"],
+    "properties": {
+        "error": {"type": "string"},
+        "type": {"type": "string"},
+        "details": {"type": "array", "items": {"type": "object"}},
     },
 }
 
@@ -274,23 +288,26 @@ _PATHS: dict[str, list[tuple[str, list[dict[str, Any]]]]] = {
 }
 
 
-def _error(description: str) -> dict[str, Any]:
-    return {"description": description, "content": {JSON: {"schema": ERROR_SCHEMA}}}
+def _error(description: str, schema: dict[str, Any] = ERROR_SCHEMA) -> dict[str, Any]:
+    return {"description": description, "content": {JSON: {"schema": schema}}}
 
 
 def inference_responses(protocol: str) -> dict[int | str, dict[str, Any]]:
     """The documented answers of an inference call."""
+    schema = STRING_ERROR_SCHEMA if CODECS[protocol].string_errors else ERROR_SCHEMA
     return {
         200: {
             "description": "The model server's answer, relayed unchanged.",
             "content": {JSON: {"schema": _ANSWERS[protocol]}},
         },
-        400: _error("The body cannot be decoded for the protocol (never forwarded)."),
-        413: _error("The body or its row count is over the configured limit."),
-        415: _error("The body's Content-Type is not one the protocol accepts."),
-        422: _error("An `enforce` violation in at least one row; details list each one."),
-        502: _error("The model server is unreachable, broke the connection or answered garbage."),
-        504: _error("The model server did not answer within the configured timeout."),
+        400: _error("The body cannot be decoded for the protocol (never forwarded).", schema),
+        413: _error("The body or its row count is over the configured limit.", schema),
+        415: _error("The body's Content-Type is not one the protocol accepts.", schema),
+        422: _error("An `enforce` violation in at least one row; details list each one.", schema),
+        502: _error(
+            "The model server is unreachable, broke the connection or answered garbage.", schema
+        ),
+        504: _error("The model server did not answer within the configured timeout.", schema),
         "default": {"description": "Any other status: the model server's own answer, relayed."},
     }
 
@@ -308,7 +325,9 @@ async def _inference(request: Request) -> Response:
     routes: InferenceRoutes | None = getattr(request.app, "inference", None)
     match = routes.pattern.match(request.scope["path"]) if routes is not None else None
     if routes is None or match is None:  # not an inference path for the fast path either
-        return _as_response(await passthrough(request, request.app.state.infersight.upstream))
+        state = request.app.state.infersight
+        string_error = routes.proxy.codec.string_errors if routes is not None else False
+        return _as_response(await passthrough(request, state.upstream, string_error=string_error))
     groups = match.groupdict()
     return _as_response(
         await routes.proxy.handle(request, groups.get("name"), groups.get("version"))

@@ -150,6 +150,7 @@ class Proxy:
         self.limits = limits
         self.observers = observers or Observers()
         self._binary_header = codec.binary.header.encode() if codec.binary is not None else None
+        self._strings = codec.string_errors
 
     async def _read_body(self, receive: Receive, declared: str | None) -> bytes:
         """The whole body from the ASGI channel, refused past the size limit and (with
@@ -237,7 +238,9 @@ class Proxy:
             )
         except RequestTimeout as exc:  # a stalled client, not a rejected body
             error_type = exc.type_name
-            response = error_response(exc, {REQUEST_ID: request_id, "connection": "close"})
+            response = error_response(
+                exc, {REQUEST_ID: request_id, "connection": "close"}, string_error=self._strings
+            )
         except RequestError as exc:
             reason = (
                 "enforce"
@@ -250,14 +253,18 @@ class Proxy:
             if batch is not None:
                 model.metrics.rejected_rows.inc(batch.n_rows)
             error_type = exc.type_name
-            response = error_response(exc, {REQUEST_ID: request_id})
+            response = error_response(exc, {REQUEST_ID: request_id}, string_error=self._strings)
         except UpstreamError as exc:
             error_type = exc.type_name
-            response = error_response(exc, {REQUEST_ID: request_id})
+            response = error_response(exc, {REQUEST_ID: request_id}, string_error=self._strings)
         except ClientDisconnect:  # gone before the whole body arrived: nobody reads an answer
             error_type = "client_disconnected"
             response = Response(
-                error_body(error_type, "the client closed the connection mid-body"),
+                error_body(
+                    error_type,
+                    "the client closed the connection mid-body",
+                    string_error=self._strings,
+                ),
                 status_code=CLIENT_CLOSED_REQUEST,
                 media_type="application/json",
                 headers={REQUEST_ID: request_id},
@@ -501,8 +508,11 @@ def _summary(report: BatchReport) -> str:
     )
 
 
-async def passthrough(request: Request, upstream: UpstreamClient) -> Response | RawResponse:
-    """Forward any other request unchanged (health, metadata, …) without monitoring it."""
+async def passthrough(
+    request: Request, upstream: UpstreamClient, *, string_error: bool = False
+) -> Response | RawResponse:
+    """Forward any other request unchanged (health, metadata, …) without monitoring it
+    (`string_error` as in `error_body`)."""
     request_id = request_id_of(request.headers.get(REQUEST_ID))
     body = await request.body()
     fwd = forwardable(request.headers.items())
@@ -510,7 +520,7 @@ async def passthrough(request: Request, upstream: UpstreamClient) -> Response | 
     try:
         answer = await upstream.request(request.method, path_qs, fwd, body or None)
     except UpstreamError as exc:
-        return error_response(exc, {REQUEST_ID: request_id})
+        return error_response(exc, {REQUEST_ID: request_id}, string_error=string_error)
     return relay(answer, request_id)
 
 
@@ -579,7 +589,11 @@ class InferenceRoutes:
             log.exception("request.unexpected_error", error=repr(exc)[:300])
             if not responded:
                 await Response(
-                    error_body("internal_error", "unexpected error in the sidecar"),
+                    error_body(
+                        "internal_error",
+                        "unexpected error in the sidecar",
+                        string_error=self.proxy.codec.string_errors,
+                    ),
                     status_code=500,
                     media_type="application/json",
                 )(scope, receive, send)

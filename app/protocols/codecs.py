@@ -48,6 +48,9 @@ class Codec:
     binary: BinaryTensors | None = None
     """How to decode bodies framed by a binary-extension header (protocols that have one); a
     request or response carrying that header is decoded by it instead."""
+    string_errors: bool = False
+    """The protocol's clients read errors as `{"error": "<message>"}` (a string, not an object):
+    the sidecar's own errors on its routes take that shape, with `type` and `details` beside it."""
 
     def accepts(self, content_type: str) -> bool:
         """Whether a request's Content-Type header ('' when absent) is one this codec decodes."""
@@ -67,8 +70,11 @@ CODECS: dict[str, Codec] = {
         lambda b, o, _ct: v2.decode_request(b, o),
         v2.decode_response,
         binary=BinaryTensors(v2_binary.HEADER, v2_binary.decode_request, v2_binary.decode_response),
+        string_errors=True,
     ),
-    "v1": Codec("v1", lambda b, o, _ct: v1.decode_request(b, o), v1.decode_response),
+    "v1": Codec(
+        "v1", lambda b, o, _ct: v1.decode_request(b, o), v1.decode_response, string_errors=True
+    ),
     "mlflow": Codec(
         "mlflow",
         mlflow.decode_request,

@@ -34,6 +34,7 @@ from tests.integration.test_sidecar_real_servers import (
     v2_body,
     without_nulls,
 )
+from tests.support.errors import protocol_error
 from tests.support.sidecar import RunningSidecar, parse_metrics, run_sidecar
 from tests.support.stub_upstream import free_port
 
@@ -184,14 +185,14 @@ async def test_tritonclient_binary_through_sidecar_equals_direct_and_json(
                 http, f"{binary_sc.url}{infer}", body, {**headers, "x-request-id": "bad"}
             )
             assert status == 422, answer
-            error = json.loads(answer)["error"]
+            error = protocol_error(answer)
             assert error["details"][0]["row"] == 1
             assert error["details"][0]["feature"] == "loan_amount"
             assert error["details"][0]["kind"] == "non_finite"
             assert "row 1, feature 'loan_amount': non_finite" in error["message"]
             status, json_answer = await as_json(bad, "bad")
             assert status == 422
-            assert json.loads(json_answer)["error"] == error
+            assert protocol_error(json_answer) == error
 
             async with http.get(f"{binary_sc.url}/metrics") as r:
                 binary_metrics = model_samples(binary_sc, await r.text())
@@ -199,12 +200,13 @@ async def test_tritonclient_binary_through_sidecar_equals_direct_and_json(
                 json_metrics = model_samples(json_sc, await r.text())
             binary_lines, json_lines = binary_sc.log_lines(), json_sc.log_lines()
 
-            # tritonclient itself gets the 422 with the details (its str() expects Triton's
-            # string "error", so read the parts).
+            # tritonclient reads the error as Triton's string: its message names row, feature
+            # and kind, and str() works as it does against the model server.
             with pytest.raises(InferenceServerException) as info:
                 await via.infer("loan", triton_inputs(bad))
             assert info.value.status() == "422"
-            assert info.value.message()["details"][0]["feature"] == "loan_amount"
+            assert info.value.message() == error["message"]
+            assert str(info.value) == f"[422] {error['message']}"
         finally:
             await direct.close()
             await via.close()
@@ -466,7 +468,7 @@ async def test_malformed_binary_bodies_get_400_and_are_not_forwarded() -> None:
                     http, f"{sc.url}/v2/models/loan/infer", raw, {**headers, HEADER: length}
                 )
                 assert status == 400, (case, answer)
-                error = json.loads(answer)["error"]
+                error = protocol_error(answer)
                 assert error["type"] == "decode_error", case
                 assert message in error["message"], (case, error["message"])
             # A well-formed binary body still goes through.

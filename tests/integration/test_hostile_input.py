@@ -28,6 +28,7 @@ import pytest_asyncio
 from app.config import Settings, UpstreamSettings, ValidationSettings
 from app.demo.data import FEATURES
 from app.monitoring.profile import Profile
+from tests.support.errors import protocol_error
 from tests.support.sidecar import RunningSidecar, run_sidecar
 from tests.support.stub_upstream import StubUpstream
 from tests.unit.api.test_proxy import good_row
@@ -839,8 +840,12 @@ async def post(
         return r.status, r.headers.get("content-type", ""), await r.read()
 
 
-def error_of(content_type: str, body: bytes) -> dict[str, Any]:
+def error_of(protocol: str, content_type: str, body: bytes) -> dict[str, Any]:
     assert content_type.startswith("application/json"), (content_type, body[:200])
+    if protocol in ("v2", "v1"):  # the protocols' own shape: `error` is the message
+        err = protocol_error(body)
+        assert err["message"]
+        return err
     doc = json.loads(body)
     assert set(doc) == {"error"}, doc
     err = doc["error"]
@@ -902,7 +907,7 @@ async def test_hostile_request(
             assert forwarded["body"] == case.body
     else:
         assert 400 <= status < 500
-        err = error_of(content_type, body)
+        err = error_of(case.protocol, content_type, body)
         assert err["type"] == case.error_type
         text = (err["message"] + json.dumps(err["details"], ensure_ascii=False)).lower()
         for needle in case.needles:
@@ -1057,7 +1062,7 @@ async def test_hostile_raw_request(
         assert status_line.startswith(f"HTTP/1.1 {case.status} "), raw[:300]
         headers = dict(line.lower().split(": ", 1) for line in header_lines)
         if case.json_error is not None:
-            err = error_of(headers.get("content-type", ""), body)
+            err = error_of(case.protocol, headers.get("content-type", ""), body)
             assert err["type"] == case.json_error
             for needle in case.needles:
                 assert needle.lower() in err["message"].lower(), (needle, err)

@@ -20,6 +20,7 @@ from app.monitoring.profile import ModelInfo, Profile
 from app.monitoring.profile_builder import build_profile
 from tests.conftest import DTYPES
 from tests.integration.servers.harness import RunningServer
+from tests.support.errors import protocol_error
 from tests.support.sidecar import RunningSidecar, parse_metrics, run_sidecar
 
 pytestmark = pytest.mark.integration
@@ -124,7 +125,7 @@ async def test_mlserver_v2_byte_identical_counters_and_logs(mlserver: RunningSer
         bad["age"] = [30, "forty", 50]
         status, _, body = await post(http, f"{sc.url}/v2/models/loan/infer", v2_body(bad, "bad"))
         assert status == 422
-        detail = json.loads(body)["error"]["details"][0]
+        detail = protocol_error(body)["details"][0]
         assert detail["row"] == 1
         assert detail["feature"] == "age"
         assert detail["kind"] == "wrong_type"
@@ -207,7 +208,7 @@ async def test_kserve_v1_instances(kserve_server: RunningServer) -> None:
         bad = json.dumps({"instances": [{**rows[0], "age": None}]}).encode()
         status, _, body = await post(http, f"{sc.url}/v1/models/loan:predict", bad)
         assert status == 422
-        assert json.loads(body)["error"]["details"][0]["kind"] == "missing"
+        assert protocol_error(body)["details"][0]["kind"] == "missing"
         async with http.get(f"{sc.url}/v1/models/loan") as r:
             assert r.status == 200
         lines = sc.log_lines()

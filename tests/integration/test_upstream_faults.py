@@ -28,6 +28,7 @@ from tests.conftest import loan_profile
 from tests.integration.servers import harness
 from tests.integration.servers.harness import RunningServer
 from tests.support.components import missing
+from tests.support.errors import protocol_error
 from tests.support.fault_upstream import FAULTS, FaultUpstream
 from tests.support.sidecar import parse_metrics
 from tests.support.sidecar_process import SidecarProcess
@@ -107,10 +108,9 @@ async def infer(
 
 
 def error_type(body: bytes) -> str:
-    doc = json.loads(body)
-    assert set(doc["error"]) >= {"type", "message", "details"}, doc
-    assert doc["error"]["message"], doc
-    return str(doc["error"]["type"])
+    err = protocol_error(body)
+    assert err["message"], err
+    return str(err["type"])
 
 
 async def scrape(http: aiohttp.ClientSession, url: str) -> dict[Any, float]:
@@ -232,7 +232,7 @@ async def load(
         status, _, body, elapsed = await infer(http, url)
         kind = ""
         if status != 200:
-            kind = json.loads(body).get("error", {}).get("type", repr(body[:100]))
+            kind = json.loads(body).get("type", repr(body[:100]))
         results.append((status, kind, elapsed))
 
 

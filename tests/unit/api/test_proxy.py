@@ -13,6 +13,7 @@ from multidict import CIMultiDict
 
 from app.config import AuthSettings, LoggingSettings, Settings, UpstreamSettings, ValidationSettings
 from app.monitoring.profile import Profile
+from tests.support.errors import protocol_error
 from tests.support.sidecar import parse_metrics, run_sidecar
 from tests.support.stub_upstream import StubUpstream, free_port
 
@@ -170,7 +171,7 @@ async def test_enforced_violation_is_422_naming_row_feature_kind_and_not_forward
             )
         assert status == 422
         assert headers["Content-Type"] == "application/json"
-        err = json.loads(body)["error"]
+        err = protocol_error(body)
         assert err["type"] == "validation_error"
         first = err["details"][0]
         assert (first["row"], first["feature"], first["kind"], first["value"]) == (
@@ -223,7 +224,7 @@ async def test_undecodable_body_is_400_and_not_forwarded(
         async with aiohttp.ClientSession() as http:
             status, _, resp = await post(http, f"{sc.url}/v2/models/loan/infer", body)
         assert status == 400
-        err = json.loads(resp)["error"]
+        err = protocol_error(resp)
         assert err["type"] == "decode_error"
         assert needle in err["message"]
         assert up.state.requests == []
@@ -243,12 +244,12 @@ async def test_body_and_row_limits_are_413(profile: Profile) -> None:
             big = v2_request([good_row(purpose="x" * 3000)])
             status, _, body = await post(http, f"{sc.url}/v2/models/loan/infer", big)
             assert status == 413
-            assert json.loads(body)["error"]["type"] == "payload_too_large"
+            assert protocol_error(body)["type"] == "payload_too_large"
             status, _, body = await post(
                 http, f"{sc.url}/v2/models/loan/infer", v2_request([good_row()] * 4)
             )
             assert status == 413
-            assert "4 rows" in json.loads(body)["error"]["message"]
+            assert "4 rows" in protocol_error(body)["message"]
         assert up.state.requests == []
         assert (
             sc.sample(
@@ -292,14 +293,14 @@ async def test_upstream_errors_pass_through_and_faults_become_502_504(profile: P
             status, _, body = await post(http, url, req)
             waited = time.perf_counter() - t0
             assert status == 504
-            assert json.loads(body)["error"]["type"] == "upstream_timeout"
+            assert protocol_error(body)["type"] == "upstream_timeout"
             assert waited < 1.9
 
             up.state.delay = 0.0
             up.state.mode = "drop"
             status, _, body = await post(http, url, req)
             assert status == 502
-            assert json.loads(body)["error"]["type"] == "upstream_unavailable"
+            assert protocol_error(body)["type"] == "upstream_unavailable"
 
             up.state.mode = "ok"
             status, _, _ = await post(http, url, req)
@@ -329,7 +330,7 @@ async def test_unreachable_upstream_is_502_and_not_ready(profile: Profile) -> No
             http, f"{sc.url}/v2/models/loan/infer", v2_request([good_row()])
         )
         assert status == 502
-        assert "unreachable" in json.loads(body)["error"]["message"]
+        assert "unreachable" in protocol_error(body)["message"]
         async with http.get(f"{sc.url}/readyz") as r:
             assert r.status == 503
             assert (await r.json())["upstream"] == "down"
@@ -491,7 +492,7 @@ async def test_unknown_features_can_be_enforced(profile: Profile) -> None:
                 v2_request([good_row(favourite_colour="red")]),
             )
         assert status == 422
-        detail = json.loads(body)["error"]["details"][0]
+        detail = protocol_error(body)["details"][0]
         assert (detail["feature"], detail["kind"]) == ("favourite_colour", "unknown_feature")
         labels = {"model": "loan", "feature": "__other__", "kind": "unknown_feature"}
         assert sc.sample("infersight_validation_violations_total", labels) == 1

@@ -14,6 +14,7 @@ from app.api.slow_bodies import SlowBodies
 from app.config import Settings, UpstreamSettings, ValidationSettings
 from app.errors import RequestTimeout
 from app.monitoring.profile import Profile
+from tests.support.errors import protocol_error
 from tests.support.sidecar import run_sidecar
 from tests.support.stub_upstream import StubUpstream
 from tests.unit.api.test_proxy import good_row, v2_request
@@ -67,7 +68,7 @@ async def test_stalled_and_trickling_bodies_get_408_and_are_not_forwarded(
                 answer, elapsed, closed = await stalled_request(port, trickle)
                 head, _, body = answer.partition(b"\r\n\r\n")
                 assert head.startswith(b"HTTP/1.1 408"), answer
-                assert json.loads(body)["error"]["type"] == "request_timeout"
+                assert protocol_error(body)["type"] == "request_timeout"
                 assert DEADLINE <= elapsed < DEADLINE + 1.0, elapsed
                 assert closed  # the rest of that body must not be read as a new request
                 async with http.post(
