@@ -164,10 +164,12 @@ def build_model_class() -> type:
                 predictions = self._predict(frame)
                 output = InferOutput(name="predict", shape=[len(predictions)], datatype="INT64")
                 output.set_data_from_numpy(predictions, binary_data=False)
-                return InferResponse(
+                return InferResponse(  # binary when the request asks (tritonclient's default)
                     response_id=payload.id or str(uuid.uuid4()),
                     model_name=self.name,
                     infer_outputs=[output],
+                    use_binary_outputs=payload.use_binary_outputs,
+                    requested_outputs=payload.request_outputs,
                 )
             instances = payload.get("instances", payload.get("inputs"))
             predictions = self._predict(_to_frame(instances))
