@@ -149,7 +149,6 @@ class Proxy:
         self.request_log = request_log
         self.limits = limits
         self.observers = observers or Observers()
-        self._binary_header = codec.binary.header.encode() if codec.binary is not None else None
         self._strings = codec.string_errors
 
     async def _read_body(self, receive: Receive, declared: str | None) -> bytes:
@@ -408,15 +407,6 @@ class Proxy:
         model.metrics.upstream["ok" if ok else "error_status"].observe(waited)
         return relay(answer, request_id), round(waited * 1000, 3), answer
 
-    def _framed(self, answer: UpstreamResponse) -> str | None:
-        """The answer's binary-extension header value, when the protocol has one and it is set."""
-        name = self._binary_header
-        if name is not None:
-            for key, value in answer.raw_headers:
-                if key == name:
-                    return value.decode("latin-1")
-        return None
-
     def _observe(self, model: MonitoredModel, answer: UpstreamResponse) -> Predictions | None:
         stats = model.stats
         assert stats is not None
@@ -427,11 +417,7 @@ class Proxy:
                 body = _inflate(body, answer.content_encoding, 256 * 1024 * 1024)
             out_name = pred.profile.output_name if pred else None
             column = pred.profile.column if pred else None
-            framed, binary = self._framed(answer), self.codec.binary
-            if binary is not None and framed is not None:
-                predictions = binary.decode_response(body, out_name, column, framed)
-            else:
-                predictions = self.codec.decode_response(body, out_name, column)
+            predictions = self.codec.decode_answer(body, out_name, column, answer.raw_headers)
         except (InferSightError, zlib.error, gzip.BadGzipFile) as exc:
             log.warning("response.undecodable", model=model.name, error=str(exc)[:200])
             return None

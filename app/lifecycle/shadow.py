@@ -205,7 +205,9 @@ class ShadowMirror:
         """Decode and compare one answer; (outcome, problem or None). Safe on a thread."""
         spec, m = target.spec, target.metrics
         try:
-            shadow = self.codec.decode_response(answer.body, spec.output_name, spec.column)
+            shadow = self.codec.decode_answer(
+                answer.body, spec.output_name, spec.column, answer.raw_headers
+            )
         except InferSightError as exc:
             return "bad_response", f"undecodable answer: {exc.message}"
         result = compare(job.primary.values, shadow.values, spec.mode, self.settings.tolerance)

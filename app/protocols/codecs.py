@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 
 from app.monitoring.batch import Batch, Predictions
 from app.protocols import mlflow, v1, v2, v2_binary
@@ -32,6 +32,19 @@ class BinaryTensors:
     """(body, profile feature order, header value) → Batch; raises DecodeError."""
     decode_response: Callable[[bytes, str | None, int | None, str], Predictions]
     """(body, output name, output column, header value) → Predictions; raises DecodeError."""
+    raw_header: bytes = field(init=False)
+    """`header` as the bytes an ASGI or HTTP client header list carries."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "raw_header", self.header.encode("latin-1"))
+
+    def framing(self, raw_headers: Iterable[tuple[bytes, bytes]]) -> str | None:
+        """The header's value among raw (lower-cased) headers, or None when it is not set."""
+        name = self.raw_header
+        for key, value in raw_headers:
+            if key == name:
+                return value.decode("latin-1")
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +64,22 @@ class Codec:
     string_errors: bool = False
     """The protocol's clients read errors as `{"error": "<message>"}` (a string, not an object):
     the sidecar's own errors on its routes take that shape, with `type` and `details` beside it."""
+
+    def decode_answer(
+        self,
+        body: bytes,
+        output: str | None,
+        column: int | None,
+        raw_headers: Iterable[tuple[bytes, bytes]],
+    ) -> Predictions:
+        """An answer's predictions, read by the binary extension when its headers frame it that
+        way (lower-cased raw headers); raises DecodeError."""
+        binary = self.binary
+        if binary is not None:
+            framed = binary.framing(raw_headers)
+            if framed is not None:
+                return binary.decode_response(body, output, column, framed)
+        return self.decode_response(body, output, column)
 
     def accepts(self, content_type: str) -> bool:
         """Whether a request's Content-Type header ('' when absent) is one this codec decodes."""

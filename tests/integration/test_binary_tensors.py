@@ -22,7 +22,7 @@ import tritonclient.http.aio as triton_aio
 from aiohttp import web
 from tritonclient.utils import InferenceServerException
 
-from app.config import Settings, UpstreamSettings
+from app.config import Settings, ShadowSettings, UpstreamSettings
 from app.demo.data import FEATURES, generate
 from app.monitoring.profile import Profile
 from tests.integration.servers.harness import RunningServer
@@ -425,6 +425,41 @@ async def test_binary_answers_are_monitored_like_json_answers() -> None:
         assert sum(line["predictions"]["classes"].values()) == len(chunk)
         assert line["predictions"]["classes"].get("1", 0) == sum(chunk)
     assert binary_lines[0]["model_version"] == "7"
+
+
+async def test_a_shadow_answering_in_binary_is_compared_row_by_row() -> None:
+    """The shadow gets the same binary body and answers in binary too: its rows are decoded and
+    compared with the primary's, none counted as an undecodable answer."""
+    traffic = clean(generate(30, seed=45))
+    sizes = [4, 10, 16]
+    async with binary_model() as (primary, _), binary_model() as (shadow, shadow_received):
+        settings = Settings(
+            upstream=UpstreamSettings(url=primary, timeout_seconds=10),
+            shadow=ShadowSettings(url=shadow, timeout_seconds=5),
+        )
+        async with run_sidecar(settings, {"loan": age_profile()}) as sc:
+            client = triton_aio.InferenceServerClient(sc.url.removeprefix("http://"))
+            try:
+                start = 0
+                for size in sizes:
+                    await client.infer("loan", triton_inputs(subset(traffic, start, start + size)))
+                    start += size
+            finally:
+                await client.close()
+            for _ in range(100):  # the mirror works after the answer: wait for its comparisons
+                agree = sc.sample(
+                    "infersight_shadow_comparisons_total", {"model": "loan", "result": "agree"}
+                )
+                if agree == sum(sizes):
+                    break
+                await asyncio.sleep(0.05)
+            ok = sc.sample("infersight_shadow_requests_total", {"model": "loan", "outcome": "ok"})
+            errors = sc.sample("infersight_shadow_errors_total", {"model": "loan"})
+    assert agree == sum(sizes)
+    assert ok == len(sizes)
+    assert errors == 0
+    assert len(shadow_received) == len(sizes)
+    assert all(b'"binary_data_size"' in body for body in shadow_received)  # binary tensors
 
 
 # --- malformed binary bodies ------------------------------------------------------------------
