@@ -263,8 +263,9 @@ class GrpcSettings(_Section):
     upstream: str | None = None
     """The model server's gRPC endpoint as `HOST:PORT` (needed with `port`)."""
     max_message_bytes: int | None = Field(default=None, ge=1024)
-    """Larger request messages are refused with RESOURCE_EXHAUSTED by gRPC itself (default:
-    `validation.max_body_bytes`)."""
+    """Larger ModelInfer messages are refused with RESOURCE_EXHAUSTED, counted as
+    `reason="too_large"` and logged (default: `validation.max_body_bytes`); past twice this,
+    grpcio refuses any message itself, before the sidecar sees it."""
 
     @field_validator("upstream")
     @classmethod

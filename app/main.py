@@ -21,11 +21,11 @@ from app.api.admin import admin_router
 from app.api.auth import authorized
 from app.api.errors import error_body, error_response
 from app.api.models import ModelRouter
+from app.api.observation import Observers
 from app.api.openapi import document_api
 from app.api.proxy import (
     REQUEST_ID,
     InferenceRoutes,
-    Observers,
     Proxy,
     ProxyLimits,
     RawResponse,

@@ -13,7 +13,7 @@ import time
 import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import structlog
 from multidict import CIMultiDict
@@ -23,6 +23,14 @@ from starlette.types import Receive, Scope, Send
 
 from app.api.errors import error_body, error_response
 from app.api.models import ModelRouter, MonitoredModel
+from app.api.observation import (
+    Observers,
+    keep_answer,
+    observe_predictions,
+    rejection_reason,
+    request_record,
+    violation_summary,
+)
 from app.api.slow_bodies import SlowBodies
 from app.errors import (
     DecodeError,
@@ -34,7 +42,6 @@ from app.errors import (
     UpstreamError,
     ValidationFailed,
 )
-from app.feedback.recorder import FeedbackRecorder
 from app.monitoring.batch import Batch, Predictions
 from app.monitoring.validator import BatchReport, Violation
 from app.protocols.codecs import Codec, media_type
@@ -55,35 +62,6 @@ class ProxyLimits:
     max_rows: int
     slow_bodies: SlowBodies | None = None
     """The deadline for receiving a body (none: wait as long as the client takes)."""
-
-
-class Mirror(Protocol):
-    """Where successful requests may be mirrored (a shadow model)."""
-
-    def offer(
-        self,
-        model: str,
-        method: str,
-        path_qs: str,
-        headers: CIMultiDict[str],
-        body: bytes,
-        primary: Predictions,
-    ) -> None: ...
-
-
-@dataclass(slots=True)
-class Observers:
-    """Optional consumers of each answered request, beyond metrics, windows and logs."""
-
-    recorder: FeedbackRecorder | None = None
-    """Keeps predictions for ground-truth feedback."""
-    feedback_models: frozenset[str] = frozenset()
-    """Models whose predictions are kept (those with a prediction profile)."""
-    key_field: str | None = None
-    """Input field whose values are the rows' business keys for feedback."""
-    shadow: Mirror | None = None
-    version_header: str | None = None
-    """Response header carrying the served model version."""
 
 
 _ids = random.Random()  # request ids need uniqueness, not secrecy: 8x cheaper than uuid4
@@ -227,7 +205,7 @@ class Proxy:
                     model.metrics.monitoring_errors["check"].inc()
                     batch, report = None, None
                 if report is not None and report.rejected:
-                    raise ValidationFailed(_summary(report), _details(report))
+                    raise ValidationFailed(violation_summary(report), _details(report))
             fwd = forwardable(raw_headers)
             if REQUEST_ID not in fwd:
                 fwd[REQUEST_ID] = request_id
@@ -241,13 +219,7 @@ class Proxy:
                 exc, {REQUEST_ID: request_id, "connection": "close"}, string_error=self._strings
             )
         except RequestError as exc:
-            reason = (
-                "enforce"
-                if isinstance(exc, ValidationFailed)
-                else "too_large"
-                if isinstance(exc, PayloadTooLarge)
-                else "decode"
-            )
+            reason = rejection_reason(exc)
             model.metrics.rejected[reason].inc()
             if batch is not None:
                 model.metrics.rejected_rows.inc(batch.n_rows)
@@ -284,28 +256,23 @@ class Proxy:
                     log.exception("request.observe_failed", model=model.name, error=repr(exc))
                     model.metrics.monitoring_errors["observe"].inc()
         finally:  # the log line is written even if sending the answer failed or was cancelled
-            log_payload = self.request_log.enabled and self.request_log.wants_payload()
             self.request_log.submit(
-                {
-                    "time": time.time(),
-                    "request_id": request_id,
-                    "trace_id": trace_id(headers.get("traceparent")),
-                    "model": model.name,
-                    "model_version": (predictions.model_version if predictions else None)
-                    or version
-                    or (model.versions.current if model.versions else None),
-                    "protocol": self.codec.name,
-                    "status": status,
-                    "n_rows": batch.n_rows if batch is not None else None,
-                    "latency_ms": round(elapsed * 1000, 3),
-                    "upstream_ms": upstream_ms,
-                    "violations": report.counts_by_kind() if report and report.n_violations else {},
-                    "rejected": reason,
-                    "error": error_type,
-                    "prediction_values": predictions.values if predictions else None,
-                    "payload": log_payload,
-                    "batch": batch if log_payload else None,
-                }
+                request_record(
+                    self.request_log,
+                    model,
+                    request_id=request_id,
+                    trace_id=trace_id(headers.get("traceparent")),
+                    version=version,
+                    protocol=self.codec.name,
+                    status=status,
+                    elapsed=elapsed,
+                    upstream_ms=upstream_ms,
+                    batch=batch,
+                    report=report,
+                    rejected=reason,
+                    error=error_type,
+                    predictions=predictions,
+                )
             )
         return response
 
@@ -430,45 +397,6 @@ class Proxy:
         return predictions
 
 
-def observe_predictions(model: MonitoredModel, predictions: Predictions) -> None:
-    """Prediction statistics, the prediction window and the non-finite count of one answer
-    (any transport)."""
-    pred = model.stats.prediction if model.stats is not None else None
-    if pred is None:
-        return
-    result = pred.observe(predictions.values)
-    if model.windows is not None:
-        model.windows.observe_predictions(result)
-    bad = len(result.violations.get("non_finite", ()))
-    if bad:
-        model.metrics.non_finite.inc(bad)
-
-
-def keep_answer(
-    model: MonitoredModel,
-    observers: Observers,
-    request_id: str,
-    batch: Batch | None,
-    predictions: Predictions,
-) -> None:
-    """Note the served version and keep the predictions for feedback (any transport)."""
-    versions = model.versions
-    if versions is not None:
-        seen = predictions.model_version
-        if seen is not None and (seen != versions.current or not versions.observed):
-            versions.seen(seen)
-    if observers.recorder is not None and model.name in observers.feedback_models:
-        key_field = observers.key_field
-        keys = batch.columns.get(key_field) if key_field and batch else None
-        observers.recorder.submit(
-            model.name,
-            request_id,
-            predictions.values,
-            keys,
-            versions.current if versions else None,
-        )
-
-
 def _details(report: BatchReport) -> list[dict[str, Any]]:
     """The violations for an error body (a value too deep to show is replaced by a note)."""
     out = []
@@ -481,17 +409,6 @@ def _details(report: BatchReport) -> list[dict[str, Any]]:
 
 
 _TOO_DEEP = "<value nested too deeply to show>"
-
-
-def _summary(report: BatchReport) -> str:
-    enforced = [v for v in report.details if v.policy == "enforce"]
-    rows = {v.row for v in enforced}
-    first = enforced[0]
-    where = f"row {first.row}" if first.row is not None else "all rows"
-    return (
-        f"{len(enforced)} enforced violation(s) in {len(rows)} row(s); first: {where}, "
-        f"feature '{first.feature}': {first.kind}"
-    )
 
 
 async def passthrough(

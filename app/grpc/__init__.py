@@ -12,7 +12,7 @@ from app.config import Settings
 
 if TYPE_CHECKING:
     from app.api.models import ModelRouter
-    from app.api.proxy import Observers
+    from app.api.observation import Observers
     from app.grpc.server import GrpcServer
     from app.telemetry.metrics import Metrics
     from app.telemetry.request_log import RequestLog

@@ -19,14 +19,15 @@ import grpc.aio
 import structlog
 
 from app.api.models import ModelRouter, MonitoredModel
-from app.api.proxy import (
-    REQUEST_ID,
+from app.api.observation import (
     Observers,
     keep_answer,
     observe_predictions,
-    request_id_of,
-    trace_id,
+    rejection_reason,
+    request_record,
+    violation_summary,
 )
+from app.api.proxy import REQUEST_ID, request_id_of, trace_id
 from app.errors import (
     DecodeError,
     InferSightError,
@@ -134,8 +135,10 @@ class GrpcProxy:
         observers: Observers,
         max_rows: int,
         timeout_seconds: float,
+        max_message_bytes: int,
     ) -> None:
         self.channel = channel
+        self.max_message_bytes = max_message_bytes
         self.models = models
         self.request_log = request_log
         self.observers = observers
@@ -166,19 +169,18 @@ class GrpcProxy:
                 msg = parse_request(request)
                 call.model = model = self.models.resolve(msg.model_name)
                 call.version = msg.model_version or None
+                if len(request) > self.max_message_bytes:
+                    raise PayloadTooLarge(
+                        f"message of {len(request)} bytes is over the "
+                        f"{self.max_message_bytes}-byte limit (grpc.max_message_bytes)"
+                    )
                 if model.validator is not None:
                     self._check(call, msg)
                 answer, initial, trailing = await self._forward(call, request, metadata, context)
             except RequestError as exc:
                 call.code = _CODES.get(type(exc), grpc.StatusCode.INVALID_ARGUMENT)
                 call.details, call.error = exc.message, exc.type_name
-                call.reason = (
-                    "enforce"
-                    if isinstance(exc, ValidationFailed)
-                    else "too_large"
-                    if isinstance(exc, PayloadTooLarge)
-                    else "decode"
-                )
+                call.reason = rejection_reason(exc)
                 call.model.metrics.rejected[call.reason].inc()
                 if call.batch is not None:
                     call.model.metrics.rejected_rows.inc(call.batch.n_rows)
@@ -225,7 +227,7 @@ class GrpcProxy:
             return
         call.batch, call.report = batch, report
         if report.rejected:
-            raise ValidationFailed(summary(report))
+            raise ValidationFailed(violation_summary(report))
 
     async def _forward(
         self,
@@ -276,30 +278,24 @@ class GrpcProxy:
             except Exception as exc:  # a monitoring bug must not cost the log line
                 log.exception("request.observe_failed", model=model.name, error=repr(exc))
                 model.metrics.monitoring_errors["observe"].inc()
-        batch, report = call.batch, call.report
-        payload = self.request_log.enabled and self.request_log.wants_payload()
         self.request_log.submit(
-            {
-                "time": time.time(),
-                "request_id": call.request_id,
-                "trace_id": call.trace_id,
-                "model": model.name,
-                "model_version": (predictions.model_version if predictions else None)
-                or call.version
-                or (model.versions.current if model.versions else None),
-                "protocol": PROTOCOL,
-                "status": http_status(call.code),
-                "grpc_status": call.code.name,
-                "n_rows": batch.n_rows if batch is not None else None,
-                "latency_ms": round((call.elapsed or 0.0) * 1000, 3),
-                "upstream_ms": call.upstream_ms,
-                "violations": report.counts_by_kind() if report and report.n_violations else {},
-                "rejected": call.reason,
-                "error": call.error,
-                "prediction_values": predictions.values if predictions else None,
-                "payload": payload,
-                "batch": batch if payload else None,
-            }
+            request_record(
+                self.request_log,
+                model,
+                request_id=call.request_id,
+                trace_id=call.trace_id,
+                version=call.version,
+                protocol=PROTOCOL,
+                status=http_status(call.code),
+                grpc_status=call.code.name,
+                elapsed=call.elapsed or 0.0,
+                upstream_ms=call.upstream_ms,
+                batch=call.batch,
+                report=call.report,
+                rejected=call.reason,
+                error=call.error,
+                predictions=predictions,
+            )
         )
 
     def _observe(self, call: _Call, answer: bytes, initial: Metadata) -> Predictions | None:
@@ -388,19 +384,6 @@ class GrpcProxy:
 def _request_id(metadata: Metadata) -> str:
     value = next((v for k, v in metadata if k == REQUEST_ID), None)
     return request_id_of(value if isinstance(value, str) else None)
-
-
-def summary(report: BatchReport) -> str:
-    """The INVALID_ARGUMENT message of an enforced violation: count, rows, and the first's
-    row, feature and kind."""
-    enforced = [v for v in report.details if v.policy == "enforce"]
-    rows = {v.row for v in enforced}
-    first = enforced[0]
-    where = f"row {first.row}" if first.row is not None else "all rows"
-    return (
-        f"{len(enforced)} enforced violation(s) in {len(rows)} row(s); first: {where}, "
-        f"feature '{first.feature}': {first.kind}"
-    )
 
 
 class Routes:

@@ -7,7 +7,7 @@ import grpc.aio
 import structlog
 
 from app.api.models import ModelRouter
-from app.api.proxy import Observers
+from app.api.observation import Observers
 from app.config import Settings
 from app.errors import ConfigError
 from app.grpc.handler import GrpcProxy, ModelTable, Routes
@@ -26,6 +26,13 @@ _CHANNEL_OPTIONS = [
     ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 2000),
 ]
+
+
+def receive_limit(max_message_bytes: int) -> int:
+    """What grpcio may receive: twice the limit the handler enforces, so that most messages
+    over it reach the handler, which counts and logs them before refusing them; larger ones
+    grpcio refuses itself (RESOURCE_EXHAUSTED, not counted), which bounds memory."""
+    return min(2 * max_message_bytes, 2**31 - 1)
 
 
 class GrpcServer:
@@ -71,10 +78,11 @@ class GrpcServer:
             self.observers,
             self.settings.validation.max_rows,
             self.settings.upstream.timeout_seconds,
+            self.max_message_bytes,
         )
         server = grpc.aio.server(
             options=[
-                ("grpc.max_receive_message_length", self.max_message_bytes),
+                ("grpc.max_receive_message_length", receive_limit(self.max_message_bytes)),
                 ("grpc.max_send_message_length", -1),
                 ("grpc.so_reuseport", 0),  # a port in use is an error, not a shared port
             ]

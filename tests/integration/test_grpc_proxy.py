@@ -431,6 +431,40 @@ async def test_upstream_down_is_unavailable_quickly(profile: Profile) -> None:
     assert sc.sample("infersight_rows_total", {"model": "loan"}) == 2  # checked, then failed
 
 
+async def test_messages_over_the_limit_are_refused_counted_and_logged(profile: Profile) -> None:
+    limit = 4096
+    over = loan_request(70)  # a little over the limit: the handler sees, counts and logs it
+    far_over = loan_request(200)  # past twice the limit: grpcio refuses it before the handler
+    assert limit < len(over) <= 2 * limit < len(far_over)
+    async with stub_upstream() as (address, stub):
+        settings = grpc_settings(address)
+        settings = settings.model_copy(
+            update={
+                "grpc": GrpcSettings(port=free_port(), upstream=address, max_message_bytes=limit)
+            }
+        )
+        async with run_sidecar(settings, {"loan": profile}) as sc:
+            async with grpc.aio.insecure_channel(grpc_address(sc)) as channel:
+                stub_call = channel.unary_unary(INFER)
+                for body, needle in ((over, "4096-byte limit"), (far_over, "larger than max")):
+                    with pytest.raises(grpc.aio.AioRpcError) as info:
+                        await stub_call(body, timeout=5)
+                    assert info.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+                    assert needle in (info.value.details() or ""), info.value.details()
+                assert await stub_call(loan_request(2), timeout=5)  # still serves
+            lines = sc.log_lines()
+    assert len(stub.seen) == 1  # neither oversized message was forwarded
+    assert [(line["status"], line["rejected"]) for line in lines] == [
+        (429, "too_large"),
+        (200, None),
+    ]
+    assert lines[0]["grpc_status"] == "RESOURCE_EXHAUSTED"
+    assert lines[0]["model"] == "loan"
+    too_large = {"model": "loan", "reason": "too_large"}
+    assert sc.sample("infersight_rejected_requests_total", too_large) == 1
+    assert requests_total(sc, "loan", "4xx") == 1
+
+
 async def test_latency_direct_and_through_the_sidecar(
     mlserver: RunningServer, grpc_profile: Profile
 ) -> None:
