@@ -268,8 +268,13 @@ def cmd_serve(args: argparse.Namespace, console: Console) -> int:
         overrides["profiles"] = args.profile
     if args.upstream:
         overrides["upstream"] = {"url": args.upstream}
-    if args.shadow_upstream:
-        overrides["shadow"] = {"url": args.shadow_upstream}
+    shadow_flags = {
+        k: v
+        for k, v in (("url", args.shadow_upstream), ("grpc_address", args.shadow_grpc))
+        if v is not None
+    }
+    if shadow_flags:
+        overrides["shadow"] = shadow_flags
     grpc_flags = {
         k: v
         for k, v in (("port", args.grpc_port), ("upstream", args.upstream_grpc))
@@ -284,9 +289,11 @@ def cmd_serve(args: argparse.Namespace, console: Console) -> int:
         settings = settings.model_copy(
             update={"upstream": settings.upstream.model_copy(update={"url": args.upstream})}
         )
-    if args.shadow_upstream and settings.shadow.url != args.shadow_upstream.rstrip("/"):
+    if shadow_flags:  # flags win over the environment's and the file's shadow section
+        if "url" in shadow_flags:
+            shadow_flags["url"] = shadow_flags["url"].rstrip("/")
         settings = settings.model_copy(
-            update={"shadow": settings.shadow.model_copy(update={"url": args.shadow_upstream})}
+            update={"shadow": settings.shadow.model_copy(update=shadow_flags)}
         )
     if not settings.profiles:
         console.print("[yellow]warning:[/yellow] no --profile: requests are forwarded unmonitored")
@@ -383,6 +390,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--upstream-grpc", metavar="HOST:PORT", help="the model server's gRPC endpoint"
     )
+    serve.add_argument(
+        "--shadow-grpc", metavar="HOST:PORT",
+        help="mirror a share of gRPC ModelInfer calls to this candidate's gRPC endpoint",
+    )  # fmt: skip
     serve.set_defaults(func=cmd_serve)
 
     score = sub.add_parser(

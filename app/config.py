@@ -200,6 +200,16 @@ class FeedbackSettings(_Section):
         return value
 
 
+def host_port(value: str | None, name: str) -> str | None:
+    """`value` when it is a gRPC target `HOST:PORT` (or None); raises ValueError naming `name`."""
+    if value is None:
+        return value
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or "://" in value:
+        raise ValueError(f"{name} must be HOST:PORT (no scheme)")
+    return value
+
+
 class ShadowSettings(_Section):
     """A candidate model that gets a mirrored share of the traffic (never affects clients)."""
 
@@ -216,6 +226,9 @@ class ShadowSettings(_Section):
     """Time allowed for the shadow's answer."""
     tolerance: float = Field(default=0.0, ge=0.0)
     """Numeric predictions agree when they differ by at most this (classes must be equal)."""
+    grpc_address: str | None = None
+    """The shadow model server's gRPC endpoint as `HOST:PORT`: ModelInfer calls the sidecar
+    serves over gRPC are mirrored there (HTTP requests go to `url`)."""
 
     @field_validator("url")
     @classmethod
@@ -223,6 +236,16 @@ class ShadowSettings(_Section):
         if value is not None and not value.startswith(("http://", "https://")):
             raise ValueError("shadow.url must start with http:// or https://")
         return value.rstrip("/") if value else value
+
+    @field_validator("grpc_address")
+    @classmethod
+    def _grpc_address(cls, value: str | None) -> str | None:
+        return host_port(value, "shadow.grpc_address")
+
+    @property
+    def enabled(self) -> bool:
+        """A shadow is configured for at least one transport."""
+        return self.url is not None or self.grpc_address is not None
 
 
 class ParitySettings(_Section):
@@ -270,12 +293,7 @@ class GrpcSettings(_Section):
     @field_validator("upstream")
     @classmethod
     def _host_port(cls, value: str | None) -> str | None:
-        if value is None:
-            return value
-        host, sep, port = value.rpartition(":")
-        if not sep or not host or not port.isdigit() or "://" in value:
-            raise ValueError("grpc.upstream must be HOST:PORT (no scheme)")
-        return value
+        return host_port(value, "grpc.upstream")
 
 
 class Settings(BaseSettings):

@@ -429,7 +429,7 @@ def create_app(
             feedback_enabled=feedback is not None,
             quality_thresholds=settings.feedback.thresholds,
             parity_enabled=parity is not None,
-            shadow_enabled=settings.shadow.url is not None,
+            shadow_enabled=settings.shadow.enabled,
             rss_bytes=float(process.memory_info().rss),
             memory_limit_bytes=float(limit) if limit else None,
         )
@@ -518,7 +518,7 @@ def create_app(
                 "store": _store_kind(settings.feedback.store),
                 "labelled": {n: len(w) for n, w in feedback.windows().items()} if feedback else {},
             },
-            "shadow": {"enabled": settings.shadow.url is not None},
+            "shadow": {"enabled": settings.shadow.enabled},
         }
 
     @app.post("/feedback", tags=["feedback"], response_model=None)

@@ -12,6 +12,7 @@ from multidict import CIMultiDict
 from app.api.models import MonitoredModel
 from app.errors import PayloadTooLarge, RequestError, ValidationFailed
 from app.feedback.recorder import FeedbackRecorder
+from app.lifecycle.shadow import MirroredCall
 from app.monitoring.batch import Batch, Predictions
 from app.monitoring.validator import BatchReport
 from app.telemetry.request_log import RequestLog
@@ -29,6 +30,8 @@ class Mirror(Protocol):
         body: bytes,
         primary: Predictions,
     ) -> None: ...
+
+    def offer_call(self, model: str, call: MirroredCall, primary: Predictions) -> None: ...
 
 
 @dataclass(slots=True)

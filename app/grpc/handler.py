@@ -2,7 +2,8 @@
 
 `ModelInfer` is decoded, validated, forwarded unchanged, and its answer observed and logged
 exactly like an HTTP inference request (`app.api.proxy.Proxy.handle`), with its own metric
-children (`protocol="v2-grpc"`) over the same validators, statistics and windows. Every other
+children (`protocol="v2-grpc"`) over the same validators, statistics and windows, and mirrored
+to the shadow's gRPC endpoint when one is set. Every other
 method, known or not, is relayed with its status code, details and metadata.
 """
 
@@ -36,6 +37,7 @@ from app.errors import (
     ValidationFailed,
 )
 from app.grpc.decode import decode_request, decode_response, parse_request
+from app.grpc.shadow_call import ShadowCall
 from app.grpc.status import http_status
 from app.monitoring.batch import Batch, Predictions
 from app.monitoring.validator import BatchReport
@@ -122,6 +124,9 @@ class _Call:
     upstream_ms: float | None = None
     elapsed: float | None = None
     """Seconds from the call's arrival to its answer (set once it is counted)."""
+    body: bytes = b""
+    forwarded: Metadata = ()
+    """The message and metadata sent to the primary (kept for a shadow)."""
 
 
 class GrpcProxy:
@@ -136,9 +141,15 @@ class GrpcProxy:
         max_rows: int,
         timeout_seconds: float,
         max_message_bytes: int,
+        shadow_channel: grpc.aio.Channel | None = None,
     ) -> None:
         self.channel = channel
         self.max_message_bytes = max_message_bytes
+        self._shadow = (
+            shadow_channel.unary_unary(INFER)
+            if shadow_channel is not None and observers.shadow is not None
+            else None
+        )
         self.models = models
         self.request_log = request_log
         self.observers = observers
@@ -237,6 +248,8 @@ class GrpcProxy:
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> tuple[bytes, list[tuple[str, str | bytes]], Metadata]:
         fwd = [*forwardable(metadata), (REQUEST_ID, call.request_id)]
+        if self._shadow is not None:
+            call.body, call.forwarded = request, fwd
         upstream = call.model.metrics.upstream
         t0 = time.perf_counter()
         rpc = self._infer(request, metadata=fwd, timeout=self._deadline(context))
@@ -321,6 +334,11 @@ class GrpcProxy:
             predictions.model_version = value if isinstance(value, str) else None
         observe_predictions(model, predictions)
         keep_answer(model, self.observers, call.request_id, call.batch, predictions)
+        shadow = self.observers.shadow
+        if self._shadow is not None and shadow is not None:
+            shadow.offer_call(
+                model.name, ShadowCall(self._shadow, call.body, call.forwarded), predictions
+            )
         return predictions
 
     async def relay_unary(

@@ -63,6 +63,7 @@ class GrpcServer:
         self.port: int | None = None
         self._server: grpc.aio.Server | None = None
         self._channel: grpc.aio.Channel | None = None
+        self._shadow_channel: grpc.aio.Channel | None = None
 
     async def start(self) -> int:
         """Open the channel, bind and start serving; the bound port.
@@ -71,6 +72,9 @@ class GrpcServer:
             ConfigError: the port cannot be bound.
         """
         self._channel = grpc.aio.insecure_channel(self.upstream, options=_CHANNEL_OPTIONS)
+        shadow = self.settings.shadow.grpc_address
+        if shadow is not None and self.observers.shadow is not None:
+            self._shadow_channel = grpc.aio.insecure_channel(shadow, options=_CHANNEL_OPTIONS)
         proxy = GrpcProxy(
             self._channel,
             self.models,
@@ -79,6 +83,7 @@ class GrpcServer:
             self.settings.validation.max_rows,
             self.settings.upstream.timeout_seconds,
             self.max_message_bytes,
+            self._shadow_channel,
         )
         server = grpc.aio.server(
             options=[
@@ -91,11 +96,17 @@ class GrpcServer:
         try:
             self.port = server.add_insecure_port(self.address)
         except RuntimeError as exc:
-            await self._channel.close()
+            await self._close_channels()
             raise ConfigError(f"cannot listen for gRPC on {self.address}: {exc}") from None
         await server.start()
         self._server = server
-        log.info("grpc.started", address=self.address, port=self.port, upstream=self.upstream)
+        log.info(
+            "grpc.started",
+            address=self.address,
+            port=self.port,
+            upstream=self.upstream,
+            shadow=shadow if self._shadow_channel is not None else None,
+        )
         return self.port
 
     async def stop(self, grace: float = GRACE_SECONDS) -> None:
@@ -103,6 +114,10 @@ class GrpcServer:
         if self._server is not None:
             await self._server.stop(grace)
             self._server = None
-        if self._channel is not None:
-            await self._channel.close()
-            self._channel = None
+        await self._close_channels()
+
+    async def _close_channels(self) -> None:
+        for channel in (self._channel, self._shadow_channel):
+            if channel is not None:
+                await channel.close()
+        self._channel = self._shadow_channel = None

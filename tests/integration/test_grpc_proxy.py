@@ -22,7 +22,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from app.config import GrpcSettings, Settings, UpstreamSettings
+from app.config import GrpcSettings, Settings, ShadowSettings, UpstreamSettings
 from app.demo.data import FEATURES, generate
 from app.grpc.proto import open_inference_grpc_pb2 as pb
 from app.monitoring.profile import Profile
@@ -463,6 +463,48 @@ async def test_messages_over_the_limit_are_refused_counted_and_logged(profile: P
     too_large = {"model": "loan", "reason": "too_large"}
     assert sc.sample("infersight_rejected_requests_total", too_large) == 1
     assert requests_total(sc, "loan", "4xx") == 1
+
+
+async def test_model_infer_is_mirrored_to_a_grpc_shadow(profile: Profile) -> None:
+    sizes = [1, 3, 5]
+    async with stub_upstream() as (primary, first), stub_upstream() as (shadow, second):
+        settings = grpc_settings(primary, shadow=ShadowSettings(grpc_address=shadow))
+        async with run_sidecar(settings, {"loan": profile}) as sc:
+            async with grpc.aio.insecure_channel(grpc_address(sc)) as channel:
+                call = channel.unary_unary(INFER)
+                for i, n in enumerate(sizes):
+                    await call(loan_request(n), metadata=(("x-request-id", f"m-{i}"),), timeout=5)
+            agree = {"model": "loan", "result": "agree"}
+            for _ in range(100):  # mirrored after the answer: wait for the comparisons
+                if sc.sample("infersight_shadow_comparisons_total", agree) == sum(sizes):
+                    break
+                await asyncio.sleep(0.05)
+            assert sc.sample("infersight_shadow_comparisons_total", agree) == sum(sizes)
+            ok = {"model": "loan", "outcome": "ok"}
+            assert sc.sample("infersight_shadow_requests_total", ok) == len(sizes)
+            assert sc.sample("infersight_shadow_errors_total", {"model": "loan"}) == 0
+    # The shadow got each call with the primary's metadata, request id included.
+    assert [md["x-request-id"] for md in second.seen] == [md["x-request-id"] for md in first.seen]
+    assert [md["x-request-id"] for md in second.seen] == ["m-0", "m-1", "m-2"]
+
+
+async def test_a_grpc_shadow_that_is_down_is_only_counted(profile: Profile) -> None:
+    async with stub_upstream() as (primary, first):
+        shadow = ShadowSettings(grpc_address=f"127.0.0.1:{free_port()}", timeout_seconds=2)
+        settings = grpc_settings(primary, shadow=shadow)
+        async with run_sidecar(settings, {"loan": profile}) as sc:
+            async with grpc.aio.insecure_channel(grpc_address(sc)) as channel:
+                answer = await channel.unary_unary(INFER)(loan_request(2), timeout=5)
+            assert pb.ModelInferResponse.FromString(answer).model_version == "v7"
+            down = {"model": "loan", "outcome": "unavailable"}
+            for _ in range(100):
+                if sc.sample("infersight_shadow_requests_total", down) == 1:
+                    break
+                await asyncio.sleep(0.05)
+            assert sc.sample("infersight_shadow_requests_total", down) == 1
+            assert sc.sample("infersight_shadow_errors_total", {"model": "loan"}) == 1
+            assert requests_total(sc, "loan", "2xx") == 1
+    assert len(first.seen) == 1
 
 
 async def test_latency_direct_and_through_the_sidecar(
