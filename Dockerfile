@@ -4,6 +4,9 @@
 #   docker run --rm -p 8090:8090 -v "$PWD/profile.json:/profiles/profile.json:ro" infersight:0.1.0 \
 #       serve --upstream http://model-server:8080 --protocol v2 --profile /profiles/profile.json
 #
+# gRPC (Open Inference Protocol) as well: add `-p 8091:8091` and
+# `--grpc-port 8091 --upstream-grpc model-server:8081`; without a gRPC port only HTTP is served.
+#
 # Two stages: the builder installs InferSight and its dependencies into a virtualenv (every
 # dependency ships manylinux wheels, so no compiler is needed even there); the runtime stage is
 # the same slim Python with only that virtualenv copied in, run as an unprivileged user.
@@ -71,7 +74,9 @@ ENV PATH="/opt/infersight/bin:${PATH}" \
 USER 10001:10001
 WORKDIR /home/infersight
 
-EXPOSE 8090
+# 8090: HTTP (inference, /metrics, probes). 8091: gRPC, served only when asked for with
+# `--grpc-port 8091 --upstream-grpc HOST:PORT` (INFERSIGHT_GRPC__PORT, INFERSIGHT_GRPC__UPSTREAM).
+EXPOSE 8090 8091
 
 # No curl in slim images: the standard library does the probe. /healthz is the process itself
 # (not the model server: that is /readyz); INFERSIGHT_PORT is honoured when it is set.

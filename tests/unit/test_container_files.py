@@ -22,6 +22,8 @@ from typing import Any
 import pytest
 import yaml
 
+from app.cli import main
+from app.config import GrpcSettings, Settings
 from tests.support.components import missing
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -92,6 +94,48 @@ def _bind_mounts() -> list[tuple[str, str]]:
 def _healthcheck_test(service: dict[str, Any]) -> list[str]:
     test = service.get("healthcheck", {}).get("test")
     return test if isinstance(test, list) else ["CMD-SHELL", str(test)]
+
+
+def _published(service: dict[str, Any]) -> dict[int, tuple[str, int]]:
+    """Container port -> (host address, host port) of every short-syntax published port."""
+    out = {}
+    for entry in service.get("ports", []):
+        address, host, container = str(entry).split("/")[0].rsplit(":", 2)
+        out[int(container)] = (address, int(host))
+    return out
+
+
+def _with_defaults(value: str) -> str:
+    """A compose value with every `${NAME:-default}` replaced by its default."""
+    return re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", value)
+
+
+class _Started(Exception):
+    """Raised instead of building the app: `infersight serve` got that far."""
+
+
+def _serve_settings(
+    monkeypatch: pytest.MonkeyPatch, argv: list[str], env: dict[str, str]
+) -> Settings:
+    """The settings the real `infersight <argv>` starts with, given only `env` as environment."""
+    import app.main
+
+    seen: list[Settings] = []
+
+    def create_app(settings: Settings, **_: Any) -> Any:
+        seen.append(settings)
+        raise _Started
+
+    monkeypatch.setattr(app.main, "create_app", create_app)
+    for name in [n for n in os.environ if n.startswith("INFERSIGHT_")]:
+        monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    try:
+        code = main(argv)
+    except _Started:
+        return seen[0]
+    pytest.fail(f"infersight {' '.join(argv)} exited {code} before starting (see stderr)")
 
 
 # ---------------------------------------------------------------- the real tools
@@ -221,6 +265,45 @@ def test_sidecar_runs_the_demo_profile_in_front_of_the_model_server() -> None:
     assert "8090:8090" in " ".join(sidecar["ports"])
 
 
+def test_sidecar_command_and_environment_start_infersight_serve(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Through the real CLI and settings, as the container would run them (ENTRYPOINT infersight).
+    sidecar = SERVICES["sidecar"]
+    env = {k: _with_defaults(str(v)) for k, v in sidecar["environment"].items()}
+    settings = _serve_settings(monkeypatch, sidecar["command"], env)
+    assert settings.host == "0.0.0.0"
+    assert settings.upstream.url == "http://model-server:8080"
+    assert settings.profiles == ["/profiles/profile.json"]
+    assert settings.logging.format == "json"
+    assert settings.grpc.port is not None, "the sidecar serves gRPC"
+    assert settings.grpc.upstream is not None
+
+
+def test_sidecar_serves_grpc_in_front_of_the_model_servers_grpc_port() -> None:
+    sidecar, model_server = SERVICES["sidecar"], SERVICES["model-server"]
+    command = sidecar["command"]
+    pairs = dict(zip(command[1::2], command[2::2], strict=False))
+    assert pairs["--protocol"] == "v2", "gRPC serves the Open Inference Protocol (v2) only"
+    grpc = GrpcSettings(port=pairs["--grpc-port"], upstream=pairs["--upstream-grpc"])
+    assert grpc.port is not None
+    assert grpc.upstream is not None
+    http_port = int(pairs.get("--port", Settings.model_fields["port"].default))
+    assert grpc.port != http_port
+    # The image declares the port, and compose publishes it on loopback under the same number.
+    assert grpc.port in _exposed_ports(ROOT / "Dockerfile")
+    assert _published(sidecar).get(grpc.port) == ("127.0.0.1", grpc.port)
+    # The upstream is the model server's gRPC port: in its settings, compose and image.
+    host, _, port = grpc.upstream.rpartition(":")
+    assert host == "model-server"
+    assert host in sidecar["depends_on"]
+    settings = json.loads((ROOT / "docker" / "model-server" / "settings.json").read_text())
+    assert int(port) == settings["grpc_port"]
+    assert int(port) in {int(p) for p in model_server.get("expose", [])}
+    assert int(port) in _exposed_ports(ROOT / "docker" / "model-server" / "Dockerfile")
+    assert int(port) not in _published(model_server), "clients use the sidecar's gRPC port"
+
+
 def test_traffic_is_optional() -> None:
     assert SERVICES["traffic"].get("profiles") == ["traffic"]
     assert all(not s.get("profiles") for n, s in SERVICES.items() if n != "traffic")
@@ -243,6 +326,16 @@ def _stages(dockerfile: Path) -> list[list[str]]:
     return stages
 
 
+def _exposed_ports(dockerfile: Path) -> set[int]:
+    """The ports the runtime (last) stage EXPOSEs."""
+    return {
+        int(port.split("/")[0])
+        for line in _stages(dockerfile)[-1]
+        if line.upper().startswith("EXPOSE ")
+        for port in line.split()[1:]
+    }
+
+
 def _runs_as_non_root(stage: str) -> bool:
     users = re.findall(r"^USER (\S+)", stage, re.M)
     return bool(users) and users[-1].split(":")[0] not in {"0", "root"}
@@ -256,7 +349,7 @@ def test_sidecar_dockerfile_runtime_stage() -> None:
     assert re.fullmatch(r"python:3\.11\.\d+-slim(-\w+)?", froms.pop())
     runtime = "\n".join(stages[-1])
     assert _runs_as_non_root(runtime)
-    assert re.search(r"^EXPOSE 8090$", runtime, re.M)
+    assert _exposed_ports(ROOT / "Dockerfile") == {8090, 8091}  # HTTP, gRPC
     assert re.search(r"^HEALTHCHECK .*CMD \[\"python\".*/healthz", runtime, re.M)
     assert 'ENTRYPOINT ["infersight"]' in runtime
     assert 'CMD ["serve", "--host", "0.0.0.0"]' in runtime
@@ -283,6 +376,8 @@ def test_model_server_dockerfile_and_settings() -> None:
     assert settings["parallel_workers"] == 0
     assert settings["debug"] is False
     assert (settings["http_port"], settings["metrics_port"]) == (8080, 8082)
+    assert settings["grpc_port"] == 8081
+    assert {8080, 8081, 8082} <= _exposed_ports(dockerfile)
 
 
 def test_dockerignore_lets_every_copied_source_in() -> None:

@@ -4,6 +4,7 @@ with the sidecar's own settings."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from app.cli import main
 from app.config import Settings
 
 BASE = Path(__file__).resolve().parents[2] / "deploy" / "kubernetes" / "base"
@@ -48,6 +50,38 @@ def sidecar() -> dict[str, Any]:
     return next(c for c in pod()["spec"]["containers"] if c["name"] == "infersight")
 
 
+def model_server() -> dict[str, Any]:
+    return next(c for c in pod()["spec"]["containers"] if c["name"] == "model-server")
+
+
+def container_ports(container: dict[str, Any]) -> dict[str, int]:
+    return {p["name"]: p["containerPort"] for p in container["ports"]}
+
+
+class _Started(Exception):
+    """Raised instead of building the app: `infersight serve` got that far."""
+
+
+def serve_settings(monkeypatch: pytest.MonkeyPatch, argv: list[str]) -> Settings:
+    """The settings the real `infersight <argv>` starts with, without INFERSIGHT_* variables."""
+    import app.main
+
+    seen: list[Settings] = []
+
+    def create_app(settings: Settings, **_: Any) -> Any:
+        seen.append(settings)
+        raise _Started
+
+    monkeypatch.setattr(app.main, "create_app", create_app)
+    for name in [n for n in os.environ if n.startswith("INFERSIGHT_")]:
+        monkeypatch.delenv(name)
+    try:
+        code = main(argv)
+    except _Started:
+        return seen[0]
+    pytest.fail(f"infersight {' '.join(argv)} exited {code} before starting (see stderr)")
+
+
 def test_sidecar_runs_as_non_root_with_probes_and_a_memory_limit() -> None:
     c = sidecar()
     security = c["securityContext"]
@@ -61,10 +95,14 @@ def test_sidecar_runs_as_non_root_with_probes_and_a_memory_limit() -> None:
 
 
 def test_service_and_pod_monitor_reach_the_sidecar_port() -> None:
-    ports = {p["name"]: p["containerPort"] for p in sidecar()["ports"]}
+    ports = container_ports(sidecar())
     service = load("service.yaml")["spec"]
-    assert [p["targetPort"] for p in service["ports"]] == ["infersight"]
+    targets = {p["name"]: p["targetPort"] for p in service["ports"]}
+    assert targets == {"http": "infersight", "grpc": "infersight-grpc"}
+    assert set(targets.values()) <= set(ports), "the Service reaches the sidecar's ports only"
+    assert len({p["port"] for p in service["ports"]}) == len(service["ports"])
     assert ports["infersight"] == 8090
+    assert ports["infersight-grpc"] == 8091
     labels = pod()["metadata"]["labels"]
     assert service["selector"].items() <= labels.items()
     monitor = load("podmonitor.yaml")["spec"]
@@ -87,3 +125,25 @@ def test_config_map_is_valid_sidecar_configuration(tmp_path: Path) -> None:
     assert args[args.index("--config") + 1] == mounts["config"]
     env = {e["name"] for e in sidecar()["env"]}
     assert env == {"INFERSIGHT_FEEDBACK__STORE"}  # the PostgreSQL URL, from a Secret
+
+
+def test_sidecar_serves_http_and_grpc_on_its_declared_ports(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # The container's args with the ConfigMap's file, through the real CLI and settings.
+    config = tmp_path / "infersight.yaml"
+    config.write_text(load("configmap.yaml")["data"]["infersight.yaml"])
+    args = list(sidecar()["args"])
+    args[args.index("--config") + 1] = str(config)
+    settings = serve_settings(monkeypatch, args)
+    ports = container_ports(sidecar())
+    assert settings.host == "0.0.0.0"
+    assert settings.port == ports["infersight"]
+    assert settings.protocol == "v2", "gRPC serves the Open Inference Protocol (v2) only"
+    assert settings.grpc.port == ports["infersight-grpc"]
+    # Forwarded to the model server's gRPC port, in the same pod.
+    assert settings.grpc.upstream == f"127.0.0.1:{container_ports(model_server())['model-grpc']}"
+    assert settings.upstream.url == f"http://127.0.0.1:{container_ports(model_server())['model']}"
+    # Container ports are named uniquely in the pod: the Service and probes refer to names.
+    names = [p["name"] for c in pod()["spec"]["containers"] for p in c["ports"]]
+    assert len(names) == len(set(names))
