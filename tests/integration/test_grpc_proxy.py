@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import aiohttp
 import grpc
 import grpc.aio
 import numpy as np
@@ -22,7 +23,14 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from app.config import GrpcSettings, Settings, ShadowSettings, UpstreamSettings
+from app.config import (
+    DriftSettings,
+    FeedbackSettings,
+    GrpcSettings,
+    Settings,
+    ShadowSettings,
+    UpstreamSettings,
+)
 from app.demo.data import FEATURES, generate
 from app.grpc.proto import open_inference_grpc_pb2 as pb
 from app.monitoring.profile import Profile
@@ -328,8 +336,11 @@ async def stub_upstream() -> AsyncIterator[tuple[str, StubUpstream]]:
         await server.stop(0)
 
 
-def loan_request(n: int = 2) -> bytes:
-    cols = without_nulls(generate(n, seed=5))
+def loan_request(n: int = 2, cols: dict[str, list[Any]] | None = None) -> bytes:
+    """A ModelInferRequest of typed contents: `cols`, or `n` generated rows."""
+    if cols is None:
+        cols = without_nulls(generate(n, seed=5))
+    n = len(cols["age"])
     msg = pb.ModelInferRequest(model_name="loan", id="abc")
     for f in FEATURES:
         datatype = V2_TYPES.get(f, "BYTES")
@@ -505,6 +516,45 @@ async def test_a_grpc_shadow_that_is_down_is_only_counted(profile: Profile) -> N
             assert sc.sample("infersight_shadow_errors_total", {"model": "loan"}) == 1
             assert requests_total(sc, "loan", "2xx") == 1
     assert len(first.seen) == 1
+
+
+async def test_grpc_traffic_feeds_drift_windows_and_feedback(profile: Profile) -> None:
+    """Drift and ground truth see gRPC calls as they see HTTP ones: a shifted feature drifts,
+    and labels posted for the calls' request ids match their predictions."""
+    cols = without_nulls(generate(1000, seed=77))
+    cols["age"] = [a + 15 for a in cols["age"]]  # covariate shift on one feature
+    async with stub_upstream() as (address, _):
+        settings = grpc_settings(
+            address,
+            drift=DriftSettings(interval_seconds=3600, window_rows=2000, min_rows=300),
+            feedback=FeedbackSettings(store="sqlite::memory:", min_rows=5, task="regression"),
+        )
+        async with (
+            run_sidecar(settings, {"loan": profile}) as sc,
+            aiohttp.ClientSession() as http,
+        ):
+            async with grpc.aio.insecure_channel(grpc_address(sc)) as channel:
+                call = channel.unary_unary(INFER)
+                for i in range(0, 1000, 100):
+                    part = {k: v[i : i + 100] for k, v in cols.items()}
+                    md = (("x-request-id", f"g-{i}"),)
+                    await call(loan_request(cols=part), metadata=md, timeout=5)
+            assert await sc.app.state.infersight.drift.run_cycle()
+            async with http.get(f"{sc.url}/monitoring/drift") as r:
+                report = await r.json()
+            items = [{"request_id": "g-0", "row": r, "label": 0.75} for r in range(3)]
+            items.append({"request_id": "g-900", "row": 99, "label": 0.25})
+            async with http.post(f"{sc.url}/feedback", json={"feedback": items}) as r:
+                assert r.status == 200, await r.text()
+                answer = await r.json()
+    features = {f["feature"]: f for f in report["models"]["loan"]["features"]}
+    assert features["age"]["drift"] is True
+    assert features["employment"]["drift"] is False
+    assert features["age"]["n_rows"] == 1000
+    assert answer["outcomes"]["matched"] == 4
+    assert sc.sample("infersight_feedback_total", {"model": "loan", "outcome": "matched"}) == 4
+    # The stub predicts 0.25 for every row: three labels 0.5 above it, one equal.
+    assert sc.sample("infersight_feedback_underestimate_total", {"model": "loan"}) == 1.5
 
 
 async def test_latency_direct_and_through_the_sidecar(
