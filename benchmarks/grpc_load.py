@@ -1,7 +1,7 @@
 """A gRPC load generator for `make bench`: `connections` calls of ModelInfer in flight at once
 for `seconds`, on one channel per connection, with the request serialized once (the client's
 cost per call is a send and a receive of bytes). Prints one JSON line: requests per second, p50
-and p99 in milliseconds, errors.
+and p99 in milliseconds, errors, and every call made (warm-up included, for CPU per call).
 
     python -m benchmarks.grpc_load --target 127.0.0.1:8081 --rows 1 --connections 16 --seconds 5
 """
@@ -77,6 +77,7 @@ async def run(target: str, body: bytes, connections: int, seconds: float) -> dic
         "p50_ms": statistics.median(ordered) * 1000,
         "p99_ms": ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000,
         "errors": errors,
+        "calls": len(latencies) + errors + connections,  # every call served, warm-up included
     }
 
 

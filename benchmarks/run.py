@@ -6,7 +6,8 @@ the demo's model server). In front of each: a bare aiohttp forwarding proxy as r
 InferSight with full monitoring (validation, metrics, drift windows, feedback store, request
 logs to a file), one sidecar per protocol. Drives wrk in alternating rounds (direct, bare proxy,
 InferSight) and reports medians. In front of MLServer, ModelInfer over gRPC too: direct against
-InferSight's gRPC port (`benchmarks/grpc_load.py` drives it; there is no bare gRPC forwarder).
+InferSight's gRPC port and a bare grpc.aio forwarder (`benchmarks/bare_grpc_proxy.py`), driven
+by `benchmarks/grpc_load.py`.
 
 CPU layout (fixed so runs compare): wrk on CPU 0; the upstream and the proxy under test
 share CPU 1, as a sidecar shares its pod's CPU with the model server.
@@ -65,6 +66,19 @@ def wait_http(url: str, timeout: float = 60) -> None:
 
 
 @contextlib.contextmanager
+def wait_port(port: int, timeout: float = 30) -> None:
+    """Until something accepts TCP connections on loopback `port`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nothing listens on port {port}") from None
+            time.sleep(0.1)
+
+
 def process(
     cmd: list[str], log: Path, env: dict[str, str] | None = None
 ) -> Iterator[subprocess.Popen[bytes]]:
@@ -320,21 +334,27 @@ def bench_grpc(
     args: argparse.Namespace,
     rss: dict[str, int],
 ) -> list[Round]:
-    """ModelInfer over gRPC: direct against InferSight's gRPC port in alternating rounds (there
-    is no bare gRPC forwarder to compare with)."""
+    """ModelInfer over gRPC: direct, a bare grpc.aio forwarder and InferSight's gRPC port, in
+    alternating rounds."""
     env = {**os.environ, "INFERSIGHT_LOGGING__SINK": str(work / "requests-grpc.log")}
     env["INFERSIGHT_FEEDBACK__STORE"] = f"sqlite:{work / 'feedback-grpc.db'}"
-    port, grpc_port = free_port(), free_port()
+    port, grpc_port, bare_port = free_port(), free_port(), free_port()
     results: list[Round] = []
     with process(
+        [*taskset(1), sys.executable, "-m", "benchmarks.bare_grpc_proxy", "--port", str(bare_port),
+         "--upstream", grpc_address],
+        work / "bare-grpc.log",
+    ) as bare, process(
         [*taskset(1), sys.executable, "-m", "app.cli", "serve", "--upstream", up_url,
          "--protocol", "v2", "--profile", str(profile), "--port", str(port),
          "--grpc-port", str(grpc_port), "--upstream-grpc", grpc_address],
         work / "sidecar-grpc.log", env,
     ) as side:  # fmt: skip
         wait_http(f"http://127.0.0.1:{port}/readyz")
+        wait_port(bare_port)
         targets = {
             "direct": (grpc_address, None),
+            "bare proxy": (f"127.0.0.1:{bare_port}", bare.pid),
             "infersight": (f"127.0.0.1:{grpc_port}", side.pid),
         }
         for rows in row_sizes:
@@ -346,7 +366,7 @@ def bench_grpc(
                         before = cpu_seconds(pid) if pid else 0.0
                         got = run_grpc_load(target, rows, c, args.seconds)
                         used = (cpu_seconds(pid) - before) if pid else 0.0
-                        per_request = used / max(1.0, got["rps"] * args.seconds)
+                        per_request = used / max(1.0, got["calls"])
                         results.append(
                             Round(upstream, "v2-grpc", name, c, rows, got["rps"], got["p50_ms"],
                                   got["p99_ms"], int(got["errors"]), per_request)
@@ -358,6 +378,7 @@ def bench_grpc(
                             flush=True,
                         )
         rss[f"InferSight ({upstream}, v2-grpc)"] = rss_bytes(side.pid)
+        rss[f"bare gRPC proxy ({upstream})"] = rss_bytes(bare.pid)
     return results
 
 
@@ -463,7 +484,7 @@ def summarize(results: list[Round]) -> list[dict[str, Any]]:
 
         def med(target: str, attr: str, same: list[Round] = same) -> float:
             values = [getattr(r, attr) for r in same if r.target == target]
-            return statistics.median(values) if values else float("nan")  # no bare for gRPC
+            return statistics.median(values) if values else float("nan")
 
         direct, bare, side = (med(t, "rps") for t in ("direct", "bare proxy", "infersight"))
         upstream, protocol, rows, c = key
