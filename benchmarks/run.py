@@ -65,7 +65,6 @@ def wait_http(url: str, timeout: float = 60) -> None:
     raise RuntimeError(f"{url} did not come up in {timeout:.0f} s")
 
 
-@contextlib.contextmanager
 def wait_port(port: int, timeout: float = 30) -> None:
     """Until something accepts TCP connections on loopback `port`."""
     deadline = time.monotonic() + timeout
@@ -79,6 +78,7 @@ def wait_port(port: int, timeout: float = 30) -> None:
             time.sleep(0.1)
 
 
+@contextlib.contextmanager
 def process(
     cmd: list[str], log: Path, env: dict[str, str] | None = None
 ) -> Iterator[subprocess.Popen[bytes]]:
