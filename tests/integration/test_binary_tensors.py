@@ -273,11 +273,11 @@ def frame_outputs(
 @asynccontextmanager
 async def binary_model() -> AsyncIterator[tuple[str, list[bytes]]]:
     """Predicts `age > 40`; answers binary when asked (`binary_data_output` or an output's
-    `binary_data`), else JSON. Records every body it receives."""
+    `binary_data`), else JSON. Records every body it receives (inflated)."""
     received: list[bytes] = []
 
     async def infer(request: web.Request) -> web.StreamResponse:
-        body = await request.read()
+        body = await request.read()  # aiohttp's server inflates compressed bodies
         received.append(body)
         length = int(request.headers.get(HEADER, len(body)))
         doc = json.loads(body[:length])
@@ -460,6 +460,32 @@ async def test_a_shadow_answering_in_binary_is_compared_row_by_row() -> None:
     assert errors == 0
     assert len(shadow_received) == len(sizes)
     assert all(b'"binary_data_size"' in body for body in shadow_received)  # binary tensors
+
+
+@pytest.mark.parametrize("algorithm", ["gzip", "deflate"])
+async def test_compressed_binary_requests_are_inflated_then_decoded(algorithm: str) -> None:
+    """tritonclient compresses the whole framed body (the header's length counts the inflated
+    JSON): the sidecar inflates, then decodes and monitors, and the model server answers."""
+    traffic = clean(generate(12, seed=46))
+    expected = [int(a > 40) for a in traffic["age"]]
+    async with binary_model() as (url, received):
+        settings = Settings(upstream=UpstreamSettings(url=url, timeout_seconds=10))
+        async with run_sidecar(settings, {"loan": age_profile()}) as sc:
+            client = triton_aio.InferenceServerClient(sc.url.removeprefix("http://"))
+            try:
+                result = await client.infer(
+                    "loan", triton_inputs(traffic), request_compression_algorithm=algorithm
+                )
+            finally:
+                await client.close()
+            lines = sc.log_lines()
+            rows = sc.sample("infersight_rows_total", {"model": "loan"})
+    assert result.as_numpy("predict").tolist() == expected
+    assert b'"binary_data_size"' in received[0]  # the model server got the framed body
+    assert rows == len(expected)
+    (line,) = lines
+    assert (line["status"], line["n_rows"]) == (200, len(expected))
+    assert line["predictions"]["classes"].get("1", 0) == sum(expected)
 
 
 # --- malformed binary bodies ------------------------------------------------------------------
