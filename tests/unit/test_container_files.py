@@ -22,9 +22,9 @@ from typing import Any
 import pytest
 import yaml
 
-from app.cli import main
 from app.config import GrpcSettings, Settings
 from tests.support.components import missing
+from tests.support.serve_settings import serve_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -108,34 +108,6 @@ def _published(service: dict[str, Any]) -> dict[int, tuple[str, int]]:
 def _with_defaults(value: str) -> str:
     """A compose value with every `${NAME:-default}` replaced by its default."""
     return re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", value)
-
-
-class _Started(Exception):
-    """Raised instead of building the app: `infersight serve` got that far."""
-
-
-def _serve_settings(
-    monkeypatch: pytest.MonkeyPatch, argv: list[str], env: dict[str, str]
-) -> Settings:
-    """The settings the real `infersight <argv>` starts with, given only `env` as environment."""
-    import app.main
-
-    seen: list[Settings] = []
-
-    def create_app(settings: Settings, **_: Any) -> Any:
-        seen.append(settings)
-        raise _Started
-
-    monkeypatch.setattr(app.main, "create_app", create_app)
-    for name in [n for n in os.environ if n.startswith("INFERSIGHT_")]:
-        monkeypatch.delenv(name)
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    try:
-        code = main(argv)
-    except _Started:
-        return seen[0]
-    pytest.fail(f"infersight {' '.join(argv)} exited {code} before starting (see stderr)")
 
 
 # ---------------------------------------------------------------- the real tools
@@ -271,7 +243,7 @@ def test_sidecar_command_and_environment_start_infersight_serve(
     # Through the real CLI and settings, as the container would run them (ENTRYPOINT infersight).
     sidecar = SERVICES["sidecar"]
     env = {k: _with_defaults(str(v)) for k, v in sidecar["environment"].items()}
-    settings = _serve_settings(monkeypatch, sidecar["command"], env)
+    settings = serve_settings(monkeypatch, sidecar["command"], env)
     assert settings.host == "0.0.0.0"
     assert settings.upstream.url == "http://model-server:8080"
     assert settings.profiles == ["/profiles/profile.json"]

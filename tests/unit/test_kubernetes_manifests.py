@@ -4,7 +4,6 @@ with the sidecar's own settings."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +11,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from app.cli import main
 from app.config import Settings
+from tests.support.serve_settings import serve_settings
 
 BASE = Path(__file__).resolve().parents[2] / "deploy" / "kubernetes" / "base"
 
@@ -56,30 +55,6 @@ def model_server() -> dict[str, Any]:
 
 def container_ports(container: dict[str, Any]) -> dict[str, int]:
     return {p["name"]: p["containerPort"] for p in container["ports"]}
-
-
-class _Started(Exception):
-    """Raised instead of building the app: `infersight serve` got that far."""
-
-
-def serve_settings(monkeypatch: pytest.MonkeyPatch, argv: list[str]) -> Settings:
-    """The settings the real `infersight <argv>` starts with, without INFERSIGHT_* variables."""
-    import app.main
-
-    seen: list[Settings] = []
-
-    def create_app(settings: Settings, **_: Any) -> Any:
-        seen.append(settings)
-        raise _Started
-
-    monkeypatch.setattr(app.main, "create_app", create_app)
-    for name in [n for n in os.environ if n.startswith("INFERSIGHT_")]:
-        monkeypatch.delenv(name)
-    try:
-        code = main(argv)
-    except _Started:
-        return seen[0]
-    pytest.fail(f"infersight {' '.join(argv)} exited {code} before starting (see stderr)")
 
 
 def test_sidecar_runs_as_non_root_with_probes_and_a_memory_limit() -> None:
