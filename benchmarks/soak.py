@@ -132,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
             s = snapshot(side.pid, f"{base}/metrics", time.monotonic() - started, done)
             samples.append(s)
             print(describe(s), flush=True)
-    ok, findings = verdict(samples, args.rss_tolerance)
+    # The load stops between segments: a connection still closing moves the fd count by one.
+    ok, findings = verdict(samples, args.rss_tolerance, {"fds": 1})
     stamp = time.strftime("%Y%m%d-%H%M%S")
     md = "\n".join(
         [

@@ -131,8 +131,11 @@ def counts_flat(
     return ok, findings
 
 
-def verdict(samples: list[Sample], tolerance: float) -> tuple[bool, list[str]]:
-    """Judge the samples after the warm-up by the RSS peak; returns (ok, findings)."""
+def verdict(
+    samples: list[Sample], tolerance: float, allowance: dict[str, float] | None = None
+) -> tuple[bool, list[str]]:
+    """Judge the samples after the warm-up by the RSS peak (counts as in `counts_flat`);
+    returns (ok, findings)."""
     after = after_warmup(samples)
     base = after[0]
     findings = []
@@ -149,7 +152,7 @@ def verdict(samples: list[Sample], tolerance: float) -> tuple[bool, list[str]]:
         ok = False
         line += ": GROWTH"
     findings.append(line)
-    flat, more = counts_flat(after)
+    flat, more = counts_flat(after, allowance)
     return ok and flat, findings + more
 
 
