@@ -150,6 +150,22 @@ async def test_tritonclient_binary_through_sidecar_equals_direct_and_json(
             return status, answer
 
         try:
+            # Health and metadata pass through unchanged, the model server's own errors too.
+            for ask in (
+                lambda c: c.is_server_live(),
+                lambda c: c.is_server_ready(),
+                lambda c: c.is_model_ready("loan"),
+                lambda c: c.get_server_metadata(),
+                lambda c: c.get_model_metadata("loan"),
+            ):
+                assert await ask(via) == await ask(direct)
+            assert await via.is_model_ready("nosuchmodel") is False
+            with pytest.raises(InferenceServerException) as via_error:
+                await via.get_model_metadata("nosuchmodel")
+            with pytest.raises(InferenceServerException) as direct_error:
+                await direct.get_model_metadata("nosuchmodel")
+            assert str(via_error.value) == str(direct_error.value)
+
             start, classes = 0, []
             for i, size in enumerate(sizes):
                 part = subset(traffic, start, start + size)

@@ -12,10 +12,13 @@ end of the warm-up; fds, threads and `/metrics` series do not grow (median of th
 quarter after the warm-up against the last; one fd of slack for a connection that comes and
 goes). The 10-minute run is `make soak`.
 
-At a fixed rate rather than as fast as the sidecar answers: with both cores saturated
-(about 1,400 requests per second here) and the feedback store on, RSS was seen to climb by
-4-8 % over two minutes after the warm-up (0.2 % with the feedback store off), a finding still
-open; at a sustainable load it stays flat.
+At a fixed rate rather than as fast as the sidecar answers: with both cores saturated and the
+feedback store on, RSS rises for the first four minutes or so (the SQLite page cache and the
+allocator's high-water mark fill) before it levels off, so a line fitted to three saturated
+minutes projected 4-8 %. `make soak --minutes 20` at saturation (1.25 million requests, the
+store evicting past its million rows from the third minute) measured 83.3 MiB at 70 s, 85.0 MiB
+at 241 s, then 85.4-86.0 MiB to the end: +1.1 % after its warm-up
+(benchmarks/results/soak-20261130-045131.md).
 """
 
 from __future__ import annotations
