@@ -13,8 +13,8 @@ quarter after the warm-up against the last; one fd of slack for a connection tha
 goes). The 10-minute run is `make soak`.
 
 At a fixed rate rather than as fast as the sidecar answers: with both cores saturated and the
-feedback store on, RSS rises for the first four minutes or so (the SQLite page cache and the
-allocator's high-water mark fill) before it levels off, so a line fitted to three saturated
+feedback store on, RSS rises for the first four minutes or so before it levels off (the
+store's SQLite page cache, at most 2 MiB, is the likely part), so a line fitted to three saturated
 minutes projected 4-8 %. `make soak --minutes 20` at saturation (1.25 million requests, the
 store evicting past its million rows from the third minute) measured 83.3 MiB at 70 s, 85.0 MiB
 at 241 s, then 85.4-86.0 MiB to the end: +1.1 % after its warm-up
