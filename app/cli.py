@@ -11,7 +11,7 @@ import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
@@ -25,6 +25,9 @@ from app.monitoring.profile import (
     Profile,
     TextFeature,
 )
+
+if TYPE_CHECKING:
+    from app.config import Settings
 
 KIND_FLAGS = ("numeric", "categorical", "boolean", "text")
 GC_GEN0_THRESHOLD = 10_000
@@ -256,45 +259,54 @@ def _stopped_by_sigterm(_signum: int, _frame: FrameType | None) -> None:
     raise SystemExit(0)
 
 
-def cmd_serve(args: argparse.Namespace, console: Console) -> int:
-    import uvicorn
+_SECTION_FLAGS: dict[str, tuple[tuple[str, str], ...]] = {
+    "upstream": (("url", "upstream"),),
+    "shadow": (("url", "shadow_upstream"), ("grpc_address", "shadow_grpc")),
+    "grpc": (("port", "grpc_port"), ("upstream", "upstream_grpc")),
+}
+"""`serve` flags that set a field of a settings section: section → ((field, flag), …)."""
+
+
+def serve_settings(args: argparse.Namespace) -> Settings:
+    """The settings `infersight serve` runs with: flags, then environment, then the YAML file,
+    then defaults.
+
+    Raises:
+        ConfigError: naming the setting that is wrong.
+    """
+    from pydantic import ValidationError
 
     from app.config import load_settings
-    from app.main import create_app
-    from app.telemetry.logging import uvicorn_log_config
 
     overrides: dict[str, Any] = {"host": args.host, "port": args.port, "protocol": args.protocol}
     if args.profile:
         overrides["profiles"] = args.profile
-    if args.upstream:
-        overrides["upstream"] = {"url": args.upstream}
-    shadow_flags = {
-        k: v
-        for k, v in (("url", args.shadow_upstream), ("grpc_address", args.shadow_grpc))
-        if v is not None
+    sections = {
+        name: flags
+        for name, fields in _SECTION_FLAGS.items()
+        if (flags := {f: getattr(args, a) for f, a in fields if getattr(args, a) is not None})
     }
-    if shadow_flags:
-        overrides["shadow"] = shadow_flags
-    grpc_flags = {
-        k: v
-        for k, v in (("port", args.grpc_port), ("upstream", args.upstream_grpc))
-        if v is not None
-    }
-    if grpc_flags:
-        overrides["grpc"] = grpc_flags
-    settings = load_settings(args.config, **overrides)
-    if grpc_flags:  # flags win over the environment's and the file's grpc section
-        settings = settings.model_copy(update={"grpc": settings.grpc.model_copy(update=grpc_flags)})
-    if args.upstream and settings.upstream.url != args.upstream.rstrip("/"):
-        settings = settings.model_copy(
-            update={"upstream": settings.upstream.model_copy(update={"url": args.upstream})}
-        )
-    if shadow_flags:  # flags win over the environment's and the file's shadow section
-        if "url" in shadow_flags:
-            shadow_flags["url"] = shadow_flags["url"].rstrip("/")
-        settings = settings.model_copy(
-            update={"shadow": settings.shadow.model_copy(update=shadow_flags)}
-        )
+    settings = load_settings(args.config, **overrides, **sections)
+    # The environment's fields of a section win over values passed in: put the flags back.
+    update = {}
+    for name, flags in sections.items():
+        section = getattr(settings, name)
+        try:
+            update[name] = type(section).model_validate({**section.model_dump(), **flags})
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            loc = ".".join(str(p) for p in (name, *err["loc"]))
+            raise ConfigError(f"setting '{loc}': {err['msg']}") from None
+    return settings.model_copy(update=update) if update else settings
+
+
+def cmd_serve(args: argparse.Namespace, console: Console) -> int:
+    import uvicorn
+
+    from app.main import create_app
+    from app.telemetry.logging import uvicorn_log_config
+
+    settings = serve_settings(args)
     if not settings.profiles:
         console.print("[yellow]warning:[/yellow] no --profile: requests are forwarded unmonitored")
     app = create_app(settings, on_started=tune_gc)

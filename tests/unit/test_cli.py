@@ -12,7 +12,9 @@ import pytest
 
 from app.cli import main
 from app.demo.data import generate, write_csv
+from app.errors import ConfigError
 from app.monitoring.profile import load_profile
+from tests.support.serve_settings import serve_settings
 
 
 @pytest.fixture(scope="module")
@@ -197,3 +199,32 @@ def test_serve_tunes_the_gc_once_started() -> None:
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+def test_serve_flags_win_over_the_environment_field_by_field(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    env = {
+        "INFERSIGHT_UPSTREAM__URL": "http://env-model:8080",
+        "INFERSIGHT_UPSTREAM__TIMEOUT_SECONDS": "7",
+        "INFERSIGHT_SHADOW__URL": "http://env-shadow:8080",
+        "INFERSIGHT_SHADOW__GRPC_ADDRESS": "env-shadow:8081",
+        "INFERSIGHT_GRPC__UPSTREAM": "env-model:8081",
+    }
+    settings = serve_settings(
+        monkeypatch,
+        ["serve", "--upstream", "http://flag-model:8080/", "--shadow-grpc", "flag-shadow:9081",
+         "--grpc-port", "9091", "--upstream-grpc", "flag-model:9081"],
+        env,
+    )  # fmt: skip
+    assert settings.upstream.url == "http://flag-model:8080"  # validated: no trailing slash
+    assert settings.upstream.timeout_seconds == 7  # a field no flag names keeps the environment's
+    assert settings.shadow.url == "http://env-shadow:8080"
+    assert settings.shadow.grpc_address == "flag-shadow:9081"
+    assert (settings.grpc.port, settings.grpc.upstream) == (9091, "flag-model:9081")
+
+
+def test_a_bad_serve_flag_names_its_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("INFERSIGHT_SHADOW__GRPC_ADDRESS", "env-shadow:8081")
+    with pytest.raises(ConfigError, match=r"shadow\.grpc_address.*HOST:PORT"):
+        serve_settings(monkeypatch, ["serve", "--shadow-grpc", "http://shadow:8081"])
