@@ -11,11 +11,9 @@ binary extension, for monitoring only).
 from __future__ import annotations
 
 import math
-import struct
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 from google.protobuf.message import DecodeError as ProtobufDecodeError
 
 from app.errors import DecodeError
@@ -26,7 +24,7 @@ from app.grpc.proto.open_inference_grpc_pb2 import (
 )
 from app.monitoring.batch import Batch, Predictions
 from app.protocols.v2 import DATATYPES, Tensor, assemble, column_index
-from app.protocols.v2_binary import FIXED_DTYPES
+from app.protocols.v2_binary import tensor_values
 
 CONTENT_FIELDS = {
     "BOOL": "bool_contents",
@@ -44,9 +42,6 @@ CONTENT_FIELDS = {
 }
 """The typed `InferTensorContents` field of each datatype (FP16 has none: raw only)."""
 _ALL_FIELDS = tuple(sorted(set(CONTENT_FIELDS.values())))
-RAW_DTYPES = FIXED_DTYPES
-"""Raw contents use the binary extension's element types (little-endian)."""
-_LENGTH = struct.Struct("<I")
 
 
 def parse_request(data: bytes) -> ModelInferRequest:
@@ -83,7 +78,7 @@ def decode_request(msg: ModelInferRequest, feature_order: list[str]) -> Batch:
         if raw:
             if t.HasField("contents"):
                 raise DecodeError(f"{where} has contents although raw_input_contents is used")
-            flat = raw_values(raw[i], datatype, count, where)
+            flat = tensor_values(raw[i], datatype, shape, where)
         else:
             flat = typed_values(t.contents, datatype, count, where)
         tensors.append(Tensor(t.name, shape, datatype, flat))
@@ -116,7 +111,7 @@ def decode_response(data: bytes, output_name: str | None, column: int | None) ->
     if raw:
         if chosen >= len(raw):
             raise DecodeError(f"{where} has no raw_output_contents entry")
-        flat = raw_values(raw[chosen], datatype, count, where)
+        flat = tensor_values(raw[chosen], datatype, shape, where)
     else:
         flat = typed_values(out.contents, datatype, count, where)
     tensor = Tensor(out.name, shape, datatype, flat)
@@ -149,45 +144,6 @@ def typed_values(contents: InferTensorContents, datatype: str, count: int, where
     if datatype == "BYTES":
         return [_text(v) for v in values]
     return list(values)
-
-
-def raw_values(data: bytes, datatype: str, count: int, where: str) -> list[Any]:
-    """A tensor's values from its raw little-endian bytes."""
-    if datatype == "BYTES":
-        return _raw_bytes(data, count, where)
-    dtype = RAW_DTYPES[datatype]
-    if len(data) != count * dtype.itemsize:
-        raise DecodeError(
-            f"{where}: its shape needs {count} {datatype} values ({count * dtype.itemsize} "
-            f"bytes) but its raw contents hold {len(data)} bytes"
-        )
-    if datatype == "BOOL":
-        return [b != 0 for b in data]
-    values: list[Any] = np.frombuffer(data, dtype).tolist()
-    return values
-
-
-def _raw_bytes(data: bytes, count: int, where: str) -> list[Any]:
-    out: list[Any] = []
-    pos, end = 0, len(data)
-    while pos < end:
-        if len(out) == count:
-            raise DecodeError(f"{where}: raw contents hold more than the {count} BYTES elements")
-        if pos + 4 > end:
-            raise DecodeError(f"{where}: raw BYTES contents end inside a length prefix")
-        (size,) = _LENGTH.unpack_from(data, pos)
-        pos += 4
-        if pos + size > end:
-            raise DecodeError(
-                f"{where}: raw BYTES element {len(out)} claims {size} bytes; {end - pos} remain"
-            )
-        out.append(_text(data[pos : pos + size]))
-        pos += size
-    if len(out) != count:
-        raise DecodeError(
-            f"{where}: its shape needs {count} BYTES elements but raw contents hold {len(out)}"
-        )
-    return out
 
 
 def _text(value: bytes) -> str:

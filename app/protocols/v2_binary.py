@@ -100,20 +100,14 @@ class _Data:
         """Reads one tensor of `size` bytes into flat values."""
 
         def read(name: str, shape: list[int], datatype: str) -> list[Any]:
-            count = math.prod(shape)
-            if datatype == "BYTES":
-                return _strings(self.take(name, size), count, self.kind, name, shape)
-            dtype = FIXED_DTYPES[datatype]
-            if count * dtype.itemsize != size:
+            where = f"{self.kind} '{name}'"
+            dtype = FIXED_DTYPES.get(datatype)
+            if dtype is not None and math.prod(shape) * dtype.itemsize != size:
                 raise DecodeError(
-                    f"{self.kind} '{name}': binary_data_size {size} does not match shape {shape} "
-                    f"× {datatype} ({count * dtype.itemsize} bytes)"  # noqa: RUF001
+                    f"{where}: binary_data_size {size} does not match shape {shape} "
+                    f"× {datatype} ({math.prod(shape) * dtype.itemsize} bytes)"  # noqa: RUF001
                 )
-            values = np.frombuffer(self.take(name, size), dtype)
-            if datatype == "BOOL":
-                values = values != 0
-            flat: list[Any] = values.tolist()
-            return flat
+            return tensor_values(self.take(name, size), datatype, shape, where)
 
         return read
 
@@ -124,26 +118,52 @@ class _Data:
             raise DecodeError(f"{left} bytes follow the last tensor")
 
 
-def _strings(chunk: memoryview, count: int, kind: str, name: str, shape: list[int]) -> list[Any]:
+def tensor_values(
+    data: bytes | memoryview, datatype: str, shape: list[int], where: str
+) -> list[Any]:
+    """The flat values of one tensor in its raw wire form, shared by the binary extension and
+    gRPC's raw contents: little-endian elements, BYTES as a 4-byte little-endian length and
+    the bytes (UTF-8 text, or escaped when not). `where` names the tensor in errors.
+
+    Raises:
+        DecodeError: the data does not hold exactly the shape's elements.
+    """
+    count = math.prod(shape)
+    if datatype == "BYTES":
+        return _strings(data, count, where, shape)
+    dtype = FIXED_DTYPES[datatype]
+    if count * dtype.itemsize != len(data):
+        raise DecodeError(
+            f"{where}: shape {shape} × {datatype} needs {count * dtype.itemsize} bytes "  # noqa: RUF001
+            f"but its data holds {len(data)}"
+        )
+    values = np.frombuffer(data, dtype)
+    if datatype == "BOOL":
+        values = values != 0
+    flat: list[Any] = values.tolist()
+    return flat
+
+
+def _strings(chunk: bytes | memoryview, count: int, where: str, shape: list[int]) -> list[Any]:
     out: list[Any] = []
     pos, end = 0, len(chunk)
     while pos < end:
         if len(out) == count:
             raise DecodeError(
-                f"{kind} '{name}': shape {shape} needs {count} BYTES elements but its binary "
-                f"data holds more ({end - pos} bytes after element {count - 1})"
+                f"{where}: shape {shape} needs {count} BYTES elements but its data holds more "
+                f"({end - pos} bytes after element {count - 1})"
             )
         if end - pos < 4:
             raise DecodeError(
-                f"{kind} '{name}': BYTES element {len(out)} has {end - pos} of the 4 bytes of "
-                "its length prefix"
+                f"{where}: BYTES element {len(out)} has {end - pos} of the 4 bytes of its "
+                "length prefix"
             )
         (length,) = _LENGTH.unpack_from(chunk, pos)
         pos += 4
         if length > end - pos:
             raise DecodeError(
-                f"{kind} '{name}': a BYTES element length runs past its tensor (element "
-                f"{len(out)} claims {length} bytes; {end - pos} remain)"
+                f"{where}: a BYTES element length runs past its tensor (element {len(out)} "
+                f"claims {length} bytes; {end - pos} remain)"
             )
         raw = bytes(chunk[pos : pos + length])
         pos += length
@@ -153,8 +173,7 @@ def _strings(chunk: memoryview, count: int, kind: str, name: str, shape: list[in
             out.append(raw.decode("utf-8", "backslashreplace"))
     if len(out) != count:
         raise DecodeError(
-            f"{kind} '{name}': shape {shape} needs {count} BYTES elements but its binary data "
-            f"holds {len(out)}"
+            f"{where}: shape {shape} needs {count} BYTES elements but its data holds {len(out)}"
         )
     return out
 

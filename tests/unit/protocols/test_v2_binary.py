@@ -274,15 +274,13 @@ class TestRequestErrors:
 
     def test_bytes_fewer_elements_than_shape(self) -> None:
         tail = struct.pack("<I", 2) + b"ab"
-        _refused(
-            *_bytes_tensor(tail, 3), "shape [3] needs 3 BYTES elements but its binary data holds 1"
-        )
+        _refused(*_bytes_tensor(tail, 3), "shape [3] needs 3 BYTES elements but its data holds 1")
 
     def test_bytes_more_elements_than_shape(self) -> None:
         tail = (struct.pack("<I", 1) + b"a") * 3
         _refused(
             *_bytes_tensor(tail, 2),
-            "shape [2] needs 2 BYTES elements but its binary data holds more",
+            "shape [2] needs 2 BYTES elements but its data holds more (5 bytes after element 1)",
         )
 
     @pytest.mark.parametrize("size", [-1, "32", 1.5, True, None])
