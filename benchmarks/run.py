@@ -269,6 +269,16 @@ def model_server(work: Path) -> Iterator[tuple[str, str, str | None]]:
         yield "demo model", f"http://127.0.0.1:{port}", None
 
 
+def sidecar_env(work: Path, tag: str) -> dict[str, str]:
+    """The environment of a benchmarked sidecar: request lines and the feedback store in
+    `work`, named by `tag`."""
+    return {
+        **os.environ,
+        "INFERSIGHT_LOGGING__SINK": str(work / f"requests-{tag}.log"),
+        "INFERSIGHT_FEEDBACK__STORE": f"sqlite:{work / f'feedback-{tag}.db'}",
+    }
+
+
 def bench_upstream(
     upstream: str,
     up_url: str,
@@ -282,8 +292,7 @@ def bench_upstream(
 ) -> list[Round]:
     """A bare proxy and one sidecar per protocol in front of `up_url`; alternating rounds."""
     py = sys.executable
-    env = {**os.environ, "INFERSIGHT_LOGGING__SINK": str(work / f"requests-{upstream}.log")}
-    env["INFERSIGHT_FEEDBACK__STORE"] = f"sqlite:{work / f'feedback-{upstream}.db'}"
+    env = sidecar_env(work, upstream)
     results: list[Round] = []
     bare_port = free_port()
     tag = upstream.replace(" ", "-").lower()
@@ -336,8 +345,7 @@ def bench_grpc(
 ) -> list[Round]:
     """ModelInfer over gRPC: direct, a bare grpc.aio forwarder and InferSight's gRPC port, in
     alternating rounds."""
-    env = {**os.environ, "INFERSIGHT_LOGGING__SINK": str(work / "requests-grpc.log")}
-    env["INFERSIGHT_FEEDBACK__STORE"] = f"sqlite:{work / 'feedback-grpc.db'}"
+    env = sidecar_env(work, "grpc")
     port, grpc_port, bare_port = free_port(), free_port(), free_port()
     results: list[Round] = []
     with process(
