@@ -553,7 +553,7 @@ def create_app(
     app.inference = InferenceRoutes(settings.protocol, proxy)
     document_api(app, settings.protocol)  # the fast path's routes, in the OpenAPI document
 
-    string_errors = CODECS[settings.protocol].string_errors
+    string_errors = proxy.codec.string_errors
 
     async def forward_other(request: Request) -> Response | RawResponse:
         return await passthrough(request, upstream, string_error=string_errors)

@@ -128,7 +128,8 @@ def request_record(
     predictions: Predictions | None,
     grpc_status: str | None = None,
 ) -> dict[str, Any]:
-    """One request-log record (the payload itself only when the log wants it)."""
+    """One request-log record (the payload itself only when the log wants it; `grpc_status`
+    only for gRPC calls)."""
     payload = request_log.enabled and request_log.wants_payload()
     record: dict[str, Any] = {
         "time": time.time(),
@@ -140,20 +141,16 @@ def request_record(
         or (model.versions.current if model.versions else None),
         "protocol": protocol,
         "status": status,
+        "n_rows": batch.n_rows if batch is not None else None,
+        "latency_ms": round(elapsed * 1000, 3),
+        "upstream_ms": upstream_ms,
+        "violations": report.counts_by_kind() if report and report.n_violations else {},
+        "rejected": rejected,
+        "error": error,
+        "prediction_values": predictions.values if predictions else None,
+        "payload": payload,
+        "batch": batch if payload else None,
     }
     if grpc_status is not None:
         record["grpc_status"] = grpc_status
-    record.update(
-        {
-            "n_rows": batch.n_rows if batch is not None else None,
-            "latency_ms": round(elapsed * 1000, 3),
-            "upstream_ms": upstream_ms,
-            "violations": report.counts_by_kind() if report and report.n_violations else {},
-            "rejected": rejected,
-            "error": error,
-            "prediction_values": predictions.values if predictions else None,
-            "payload": payload,
-            "batch": batch if payload else None,
-        }
-    )
     return record
